@@ -1,0 +1,274 @@
+//! Matrix multiplication `C = op(A) · op(B)`: transposed operands, batches (with
+//! broadcasting), and a bias + ReLU epilogue; its backward products are matmuls too
+//! ([`Matmul::prepare_grad_a`], [`Matmul::prepare_grad_b`]). Shader: `shaders/matmul.wgsl`.
+
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::kernels::ensure;
+use crate::pipeline::{Dispatch, DispatchBuilder};
+use crate::shaders;
+
+const KERNEL: &str = "matmul";
+/// Rows (TM) and columns (TN) per invocation, as in the shader.
+const TM: u32 = 4;
+const TN: u32 = 4;
+
+/// Shape and options of `C[z] = op(A[z]) · op(B[z])` for `z` in `0..batch`.
+///
+/// `op(A)` is `[m, k]` (stored `[k, m]` when `trans_a`), `op(B)` is `[k, n]` (stored
+/// `[n, k]` when `trans_b`), `C` is `[m, n]`, all row-major. Batch strides are in
+/// elements; a stride of 0 shares one operand across the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Matmul {
+    pub batch: u32,
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    /// Add `bias[n]` to every row.
+    pub bias: bool,
+    /// Apply ReLU after the bias (and accumulation).
+    pub relu: bool,
+    /// Add to the existing contents of C instead of overwriting them.
+    pub accumulate: bool,
+    pub stride_a: u32,
+    pub stride_b: u32,
+    pub stride_c: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    stride_a: u32,
+    stride_b: u32,
+    stride_c: u32,
+    pad: u32,
+}
+
+impl Matmul {
+    /// `C[m, n] = A[m, k] · B[k, n]`, one batch element, no epilogue.
+    pub fn new(m: u32, n: u32, k: u32) -> Self {
+        Self {
+            batch: 1,
+            m,
+            n,
+            k,
+            trans_a: false,
+            trans_b: false,
+            bias: false,
+            relu: false,
+            accumulate: false,
+            stride_a: m * k,
+            stride_b: k * n,
+            stride_c: m * n,
+        }
+    }
+
+    /// `batch` independent products with densely packed operands.
+    pub fn batched(mut self, batch: u32) -> Self {
+        self.batch = batch;
+        self
+    }
+
+    /// Read A as stored `[k, m]`.
+    pub fn transpose_a(mut self) -> Self {
+        self.trans_a = true;
+        self
+    }
+
+    /// Read B as stored `[n, k]` (a PyTorch `Linear` weight).
+    pub fn transpose_b(mut self) -> Self {
+        self.trans_b = true;
+        self
+    }
+
+    /// Share one B across the batch.
+    pub fn broadcast_b(mut self) -> Self {
+        self.stride_b = 0;
+        self
+    }
+
+    /// Add a bias over columns.
+    pub fn with_bias(mut self) -> Self {
+        self.bias = true;
+        self
+    }
+
+    /// Apply ReLU to the result.
+    pub fn with_relu(mut self) -> Self {
+        self.relu = true;
+        self
+    }
+
+    /// Accumulate into C.
+    pub fn accumulating(mut self) -> Self {
+        self.accumulate = true;
+        self
+    }
+
+    /// Multiply-adds performed (`batch · m · n · k`); FLOPs are twice this.
+    pub fn macs(&self) -> u64 {
+        self.batch as u64 * self.m as u64 * self.n as u64 * self.k as u64
+    }
+
+    fn elems(stride: u32, batch: u32, one: u64) -> u64 {
+        (batch as u64 - 1) * stride as u64 + one
+    }
+
+    /// Elements read from A, B and written to C (including batch strides).
+    pub fn footprint(&self) -> (u64, u64, u64) {
+        let (m, n, k) = (self.m as u64, self.n as u64, self.k as u64);
+        (
+            Self::elems(self.stride_a, self.batch, m * k),
+            Self::elems(self.stride_b, self.batch, k * n),
+            Self::elems(self.stride_c, self.batch, m * n),
+        )
+    }
+
+    fn check(&self) -> Result<()> {
+        ensure(self.m > 0 && self.n > 0 && self.k > 0 && self.batch > 0, KERNEL, || {
+            format!(
+                "every size must be positive, got batch {} m {} n {} k {}",
+                self.batch, self.m, self.n, self.k
+            )
+        })
+    }
+
+    /// Binds `a`, `b`, the optional `bias` and `c`; the dispatch writes C.
+    pub fn prepare(
+        &self,
+        gpu: &Gpu,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        c: &wgpu::Buffer,
+    ) -> Result<Dispatch> {
+        self.check()?;
+        ensure(self.bias == bias.is_some(), KERNEL, || {
+            format!("bias option is {} but a bias buffer was {}", self.bias, if bias.is_some() { "given" } else { "not given" })
+        })?;
+        let (ea, eb, ec) = self.footprint();
+        let params = Params {
+            m: self.m,
+            n: self.n,
+            k: self.k,
+            batch: self.batch,
+            stride_a: self.stride_a,
+            stride_b: self.stride_b,
+            stride_c: self.stride_c,
+            pad: 0,
+        };
+        let (wg_x, wg_y) = (8u32, 8u32);
+        let groups = [
+            self.n.div_ceil(wg_x * TN),
+            self.m.div_ceil(wg_y * TM),
+            self.batch,
+        ];
+        DispatchBuilder::new(gpu, shaders::MATMUL, "matmul")
+            .constant("WG_X", wg_x)
+            .constant("WG_Y", wg_y)
+            .flag("TRANS_A", self.trans_a)
+            .flag("TRANS_B", self.trans_b)
+            .flag("HAS_BIAS", self.bias)
+            .flag("RELU", self.relu)
+            .flag("ACCUMULATE", self.accumulate)
+            .params(&params)
+            .read("a", a, ea)
+            .read("b", b, eb)
+            .read_opt("bias", bias, self.n as u64)
+            .write("c", c, ec)
+            .build(groups)
+    }
+
+    /// The product computing `dA` from `dC` (and B): see [`Matmul::prepare_grad_a`].
+    pub fn grad_a(&self, accumulate: bool) -> Matmul {
+        let mut g = if self.trans_a {
+            // A stored [k, m]: dA = op(B) · dCᵀ, shape [k, m].
+            let mut g = Matmul::new(self.k, self.m, self.n);
+            g.trans_a = self.trans_b;
+            g.trans_b = true;
+            g.stride_a = self.stride_b;
+            g.stride_b = self.stride_c;
+            g
+        } else {
+            // dA = dC · op(B)ᵀ, shape [m, k].
+            let mut g = Matmul::new(self.m, self.k, self.n);
+            g.trans_b = !self.trans_b;
+            g.stride_a = self.stride_c;
+            g.stride_b = self.stride_b;
+            g
+        };
+        g.batch = self.batch;
+        g.stride_c = self.stride_a;
+        g.accumulate = accumulate;
+        g
+    }
+
+    /// The product computing `dB` from A and `dC`: see [`Matmul::prepare_grad_b`].
+    pub fn grad_b(&self, accumulate: bool) -> Matmul {
+        let mut g = if self.trans_b {
+            // B stored [n, k]: dB = dCᵀ · op(A), shape [n, k].
+            let mut g = Matmul::new(self.n, self.k, self.m);
+            g.trans_a = true;
+            g.trans_b = self.trans_a;
+            g.stride_a = self.stride_c;
+            g.stride_b = self.stride_a;
+            g
+        } else {
+            // dB = op(A)ᵀ · dC, shape [k, n].
+            let mut g = Matmul::new(self.k, self.n, self.m);
+            g.trans_a = !self.trans_a;
+            g.stride_a = self.stride_a;
+            g.stride_b = self.stride_c;
+            g
+        };
+        g.batch = self.batch;
+        g.stride_c = self.stride_b;
+        g.accumulate = accumulate;
+        g
+    }
+
+    /// Gradient of the loss with respect to A, given `grad_c` (same layout as C). With a
+    /// ReLU epilogue, `grad_c` must already be masked by the ReLU's backward.
+    pub fn prepare_grad_a(
+        &self,
+        gpu: &Gpu,
+        grad_c: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        grad_a: &wgpu::Buffer,
+        accumulate: bool,
+    ) -> Result<Dispatch> {
+        self.check_grad_stride(self.stride_a, "A")?;
+        let g = self.grad_a(accumulate);
+        if self.trans_a { g.prepare(gpu, b, grad_c, None, grad_a) } else { g.prepare(gpu, grad_c, b, None, grad_a) }
+    }
+
+    /// Gradient of the loss with respect to B, given A and `grad_c`.
+    pub fn prepare_grad_b(
+        &self,
+        gpu: &Gpu,
+        a: &wgpu::Buffer,
+        grad_c: &wgpu::Buffer,
+        grad_b: &wgpu::Buffer,
+        accumulate: bool,
+    ) -> Result<Dispatch> {
+        self.check_grad_stride(self.stride_b, "B")?;
+        let g = self.grad_b(accumulate);
+        if self.trans_b { g.prepare(gpu, grad_c, a, None, grad_b) } else { g.prepare(gpu, a, grad_c, None, grad_b) }
+    }
+
+    fn check_grad_stride(&self, stride: u32, which: &str) -> Result<()> {
+        ensure(stride != 0 || self.batch == 1, KERNEL, || {
+            format!(
+                "the gradient of a broadcast {which} is a sum over the batch: fold the batch \
+                 into m instead (batch {} with stride 0)",
+                self.batch
+            )
+        })
+    }
+}

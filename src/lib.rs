@@ -1,0 +1,26 @@
+//! # wgtrain
+//!
+//! Deep-learning training on any GPU through wgpu compute shaders. This facade
+//! re-exports the workspace's crates:
+//!
+//! - [`device`]: the GPU context ([`Gpu`]), the buffer pool and the kernel library with
+//!   its CPU references;
+//! - [`graph`] and [`models`]: not built yet (see their crate docs).
+//!
+//! ```no_run
+//! use wgtrain::prelude::*;
+//!
+//! let gpu = Gpu::new()?;
+//! println!("{}", gpu.describe());
+//! # Ok::<(), DeviceError>(())
+//! ```
+
+pub use wgtrain_device as device;
+pub use wgtrain_graph as graph;
+pub use wgtrain_models as models;
+
+/// The names most programs need.
+pub mod prelude {
+    pub use wgtrain_device::kernels;
+    pub use wgtrain_device::{DeviceError, Dispatch, Gpu, PooledBuffer, encode_all};
+}
