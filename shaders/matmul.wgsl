@@ -118,3 +118,60 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         }
     }
 }
+
+// matmul_row_lanes — the same product, shaped for CPU adapters (lavapipe), which run
+// 8 invocations per AVX2 vector: a load whose address is the same for every lane is one
+// scalar load and a broadcast, a load whose address differs per lane is a loop over the
+// lanes. So here each invocation owns ONE row of C and TN = 8 columns; the columns are the
+// same for the whole workgroup, so every load of B is uniform (any layout of B), and A is
+// read along K as vec4s: one per-lane load feeds 4 k-steps of 8 FMAs.
+// Requires !TRANS_A, K % 4 == 0 and stride_a % 4 == 0 (A's rows start on a vec4).
+// Dispatch: (ceil(N / 8), ceil(M / WG_X), batch).
+// Bounds: rows past M clamp their loads and skip stores; columns past N clamp their
+// loads and skip stores.
+
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+
+const TN_ROW_LANES: u32 = 8u;
+
+@compute @workgroup_size(WG_X, 1, 1)
+fn matmul_row_lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row = wid.y * WG_X + lid.x;
+    let rc = min(row, p.m - 1u);
+    let col0 = wid.x * TN_ROW_LANES;
+    let k4 = p.k / 4u;
+    let a_base4 = wid.z * (p.stride_a / 4u) + rc * k4;
+    let b_base = wid.z * p.stride_b;
+    // Column j of op(B) at step kk is b[b_col[j] + kk * b_step] (clamped columns).
+    var b_col0: vec4<u32>;
+    var b_col1: vec4<u32>;
+    var b_step: u32;
+    let cl0 = min(vec4<u32>(col0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
+    let cl1 = min(vec4<u32>(col0) + vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(p.n - 1u));
+    if (TRANS_B) {
+        b_col0 = vec4<u32>(b_base) + cl0 * p.k;
+        b_col1 = vec4<u32>(b_base) + cl1 * p.k;
+        b_step = 1u;
+    } else {
+        b_col0 = vec4<u32>(b_base) + cl0;
+        b_col1 = vec4<u32>(b_base) + cl1;
+        b_step = p.n;
+    }
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    for (var kc = 0u; kc < k4; kc++) {
+        let av = a4[a_base4 + kc];
+        for (var t = 0u; t < 4u; t++) {
+            let kb = (kc * 4u + t) * b_step;
+            let b0 = vec4<f32>(b[b_col0.x + kb], b[b_col0.y + kb], b[b_col0.z + kb], b[b_col0.w + kb]);
+            let b1 = vec4<f32>(b[b_col1.x + kb], b[b_col1.y + kb], b[b_col1.z + kb], b[b_col1.w + kb]);
+            acc0 = fma(vec4<f32>(av[t]), b0, acc0);
+            acc1 = fma(vec4<f32>(av[t]), b1, acc1);
+        }
+    }
+    let c_base = wid.z * p.stride_c;
+    for (var j = 0u; j < 4u; j++) {
+        store(row, col0 + j, c_base, acc0[j]);
+        store(row, col0 + 4u + j, c_base, acc1[j]);
+    }
+}

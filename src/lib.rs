@@ -24,3 +24,8 @@ pub mod prelude {
     pub use wgtrain_device::kernels;
     pub use wgtrain_device::{DeviceError, Dispatch, Gpu, PooledBuffer, encode_all};
 }
+
+/// The README's Rust snippets, compiled and run as doctests so they cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

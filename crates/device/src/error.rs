@@ -15,7 +15,10 @@ pub enum DeviceError {
 
     /// `WGTRAIN_ADAPTER` named an adapter that does not exist.
     #[error("WGTRAIN_ADAPTER={requested:?} matches no adapter; available: {available}")]
-    AdapterNotFound { requested: String, available: String },
+    AdapterNotFound {
+        requested: String,
+        available: String,
+    },
 
     /// The adapter refused to create a device.
     #[error("could not open a device on adapter {adapter:?}: {message}")]
@@ -34,7 +37,11 @@ pub enum DeviceError {
         "{what}: {bytes} bytes exceed this adapter's max_storage_buffer_binding_size of {limit} \
          bytes; use a smaller batch or split the tensor"
     )]
-    TooLarge { what: String, bytes: u64, limit: u64 },
+    TooLarge {
+        what: String,
+        bytes: u64,
+        limit: u64,
+    },
 
     /// A kernel's parameters are inconsistent (zero sizes, mismatched shapes, bad settings).
     #[error("kernel {kernel}: {message}")]
@@ -42,11 +49,22 @@ pub enum DeviceError {
 
     /// A buffer bound to a kernel is smaller than the shape requires.
     #[error("kernel {kernel}: binding `{binding}` needs {need} bytes but the buffer has {have}")]
-    BufferTooSmall { kernel: String, binding: &'static str, need: u64, have: u64 },
+    BufferTooSmall {
+        kernel: String,
+        binding: &'static str,
+        need: u64,
+        have: u64,
+    },
 
     /// A dispatch would need more workgroups than the adapter allows.
-    #[error("kernel {kernel}: needs {groups} workgroups in one dimension, the adapter allows {limit}")]
-    TooManyWorkgroups { kernel: String, groups: u64, limit: u64 },
+    #[error(
+        "kernel {kernel}: needs {groups} workgroups in one dimension, the adapter allows {limit}"
+    )]
+    TooManyWorkgroups {
+        kernel: String,
+        groups: u64,
+        limit: u64,
+    },
 
     /// Reading a buffer back failed.
     #[error("reading back {what} failed: {message}")]

@@ -212,7 +212,10 @@ impl Gpu {
 
     /// Returns (and clears) the first GPU error that was not caught by an error scope.
     pub fn take_errors(&self) -> Result<()> {
-        let mut errors = self.uncaptured.lock().map_err(|e| DeviceError::Gpu(e.to_string()))?;
+        let mut errors = self
+            .uncaptured
+            .lock()
+            .map_err(|e| DeviceError::Gpu(e.to_string()))?;
         match errors.drain(..).next() {
             Some(first) => Err(DeviceError::Gpu(first)),
             None => Ok(()),
@@ -262,12 +265,17 @@ impl Gpu {
             let _ = tx.send(r);
         });
         self.sync()?;
-        let readback = |message: String| DeviceError::Readback { what: buffer_label(buffer), message };
+        let readback = |message: String| DeviceError::Readback {
+            what: buffer_label(buffer),
+            message,
+        };
         rx.recv()
             .map_err(|e| readback(e.to_string()))?
             .map_err(|e| readback(e.to_string()))?;
         let out = {
-            let view = slice.get_mapped_range().map_err(|e| readback(e.to_string()))?;
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| readback(e.to_string()))?;
             bytemuck::pod_collect_to_vec(&view[..bytes as usize])
         };
         staging.unmap();
@@ -280,8 +288,15 @@ fn buffer_label(buffer: &wgpu::Buffer) -> String {
 }
 
 fn feature_names(features: wgpu::Features) -> String {
-    let names: Vec<String> = features.iter_names().map(|(n, _)| n.to_lowercase()).collect();
-    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+    let names: Vec<String> = features
+        .iter_names()
+        .map(|(n, _)| n.to_lowercase())
+        .collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
 }
 
 /// Preference order when no adapter is named: discrete, integrated, virtual, CPU.
@@ -297,16 +312,23 @@ fn rank(device_type: wgpu::DeviceType) -> u8 {
 
 fn pick_adapter(adapters: Vec<wgpu::Adapter>, choice: Option<&str>) -> Result<wgpu::Adapter> {
     if adapters.is_empty() {
-        return Err(DeviceError::NoAdapter { backends: format!("{:?}", wgpu::Backends::PRIMARY) });
+        return Err(DeviceError::NoAdapter {
+            backends: format!("{:?}", wgpu::Backends::PRIMARY),
+        });
     }
     let Some(choice) = choice.map(str::trim).filter(|c| !c.is_empty()) else {
         let best = (0..adapters.len()).min_by_key(|&i| rank(adapters[i].get_info().device_type));
-        return Ok(adapters.into_iter().nth(best.unwrap_or(0)).expect("index in range"));
+        return Ok(adapters
+            .into_iter()
+            .nth(best.unwrap_or(0))
+            .expect("index in range"));
     };
     let by_index = choice.parse::<usize>().ok().filter(|&i| i < adapters.len());
     let needle = choice.to_lowercase();
     let found = by_index.or_else(|| {
-        adapters.iter().position(|a| a.get_info().name.to_lowercase().contains(&needle))
+        adapters
+            .iter()
+            .position(|a| a.get_info().name.to_lowercase().contains(&needle))
     });
     match found {
         Some(i) => Ok(adapters.into_iter().nth(i).expect("index in range")),
@@ -317,7 +339,10 @@ fn pick_adapter(adapters: Vec<wgpu::Adapter>, choice: Option<&str>) -> Result<wg
                 .enumerate()
                 .map(|(i, a)| {
                     let info = a.get_info();
-                    format!("[{i}] {} ({:?}, {:?})", info.name, info.device_type, info.backend)
+                    format!(
+                        "[{i}] {} ({:?}, {:?})",
+                        info.name, info.device_type, info.backend
+                    )
                 })
                 .collect::<Vec<_>>()
                 .join("; "),

@@ -51,7 +51,10 @@ impl PipelineCache {
         _features: wgpu::Features,
         _info: &wgpu::AdapterInfo,
     ) -> Self {
-        Self { inner: Mutex::default(), zero_init_workgroup_memory: true }
+        Self {
+            inner: Mutex::default(),
+            zero_init_workgroup_memory: true,
+        }
     }
 
     /// Number of distinct pipelines compiled so far.
@@ -101,7 +104,10 @@ impl PipelineCache {
             cache: None,
         });
         if let Some(err) = pollster::block_on(scope.pop()) {
-            return Err(DeviceError::Pipeline { kernel: label, message: error_text(&err) });
+            return Err(DeviceError::Pipeline {
+                kernel: label,
+                message: error_text(&err),
+            });
         }
         let entry_value = (pipeline, bgl.clone());
         inner.pipelines.insert(key, entry_value.clone());
@@ -116,7 +122,13 @@ fn specialisation_key(
     layout: &[Access],
 ) -> String {
     let consts: Vec<String> = constants.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{}:{}:{}:{:?}", shader.name, entry, consts.join(","), layout)
+    format!(
+        "{}:{}:{}:{:?}",
+        shader.name,
+        entry,
+        consts.join(","),
+        layout
+    )
 }
 
 fn error_text(err: &wgpu::Error) -> String {
@@ -133,9 +145,10 @@ fn create_module(device: &wgpu::Device, shader: Shader) -> Result<wgpu::ShaderMo
         source: wgpu::ShaderSource::Wgsl(shader.source.into()),
     });
     match pollster::block_on(scope.pop()) {
-        Some(err) => {
-            Err(DeviceError::Shader { shader: shader.name.to_owned(), message: error_text(&err) })
-        }
+        Some(err) => Err(DeviceError::Shader {
+            shader: shader.name.to_owned(),
+            message: error_text(&err),
+        }),
         None => Ok(module),
     }
 }
@@ -157,7 +170,9 @@ fn create_layout(
                     min_binding_size: None,
                 },
                 Access::Read | Access::ReadWrite => wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only: *access == Access::Read },
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: *access == Access::Read,
+                    },
                     has_dynamic_offset: false,
                     min_binding_size: None,
                 },
@@ -234,8 +249,10 @@ pub fn encode_all<'a>(
     label: &str,
     dispatches: impl IntoIterator<Item = &'a Dispatch>,
 ) {
-    let mut pass = encoder
-        .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some(label),
+        timestamp_writes: None,
+    });
     for d in dispatches {
         d.record(&mut pass);
     }
@@ -274,7 +291,14 @@ pub(crate) struct DispatchBuilder<'a> {
 
 impl<'a> DispatchBuilder<'a> {
     pub fn new(gpu: &'a Gpu, shader: Shader, entry: &'static str) -> Self {
-        Self { gpu, shader, entry, constants: Vec::new(), uniform: None, bindings: Vec::new() }
+        Self {
+            gpu,
+            shader,
+            entry,
+            constants: Vec::new(),
+            uniform: None,
+            bindings: Vec::new(),
+        }
     }
 
     fn kernel(&self) -> String {
@@ -300,12 +324,22 @@ impl<'a> DispatchBuilder<'a> {
 
     /// A read-only storage buffer the kernel reads `elems` f32/u32 elements from.
     pub fn read(mut self, name: &'static str, buffer: &'a wgpu::Buffer, elems: u64) -> Self {
-        self.bindings.push(Binding { name, access: Access::Read, buffer, need: elems * 4 });
+        self.bindings.push(Binding {
+            name,
+            access: Access::Read,
+            buffer,
+            need: elems * 4,
+        });
         self
     }
 
     /// An optional read-only input; absent, a placeholder is bound (and never read).
-    pub fn read_opt(self, name: &'static str, buffer: Option<&'a wgpu::Buffer>, elems: u64) -> Self {
+    pub fn read_opt(
+        self,
+        name: &'static str,
+        buffer: Option<&'a wgpu::Buffer>,
+        elems: u64,
+    ) -> Self {
         match buffer {
             Some(b) => self.read(name, b, elems),
             None => {
@@ -317,7 +351,12 @@ impl<'a> DispatchBuilder<'a> {
 
     /// A read-write storage buffer of at least `elems` 4-byte elements.
     pub fn write(mut self, name: &'static str, buffer: &'a wgpu::Buffer, elems: u64) -> Self {
-        self.bindings.push(Binding { name, access: Access::ReadWrite, buffer, need: elems * 4 });
+        self.bindings.push(Binding {
+            name,
+            access: Access::ReadWrite,
+            buffer,
+            need: elems * 4,
+        });
         self
     }
 
@@ -345,7 +384,8 @@ impl<'a> DispatchBuilder<'a> {
         }
         for (i, w) in self.bindings.iter().enumerate() {
             let clash = self.bindings[..i].iter().find(|r| {
-                r.buffer == w.buffer && (r.access == Access::ReadWrite || w.access == Access::ReadWrite)
+                r.buffer == w.buffer
+                    && (r.access == Access::ReadWrite || w.access == Access::ReadWrite)
             });
             if let Some(r) = clash {
                 return Err(DeviceError::InvalidParams {
@@ -372,7 +412,9 @@ impl<'a> DispatchBuilder<'a> {
         layout.extend(self.bindings.iter().map(|b| b.access));
         let device = &self.gpu.device;
         let (pipeline, bgl) =
-            self.gpu.pipelines.get(device, self.shader, self.entry, &self.constants, &layout)?;
+            self.gpu
+                .pipelines
+                .get(device, self.shader, self.entry, &self.constants, &layout)?;
         let uniform = self.uniform.as_ref().map(|bytes| {
             use wgpu::util::DeviceExt;
             device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -383,7 +425,10 @@ impl<'a> DispatchBuilder<'a> {
         });
         let mut entries = Vec::with_capacity(layout.len());
         if let Some(u) = &uniform {
-            entries.push(wgpu::BindGroupEntry { binding: 0, resource: u.as_entire_binding() });
+            entries.push(wgpu::BindGroupEntry {
+                binding: 0,
+                resource: u.as_entire_binding(),
+            });
         }
         let offset = entries.len() as u32;
         for (i, b) in self.bindings.iter().enumerate() {
@@ -405,9 +450,18 @@ impl<'a> DispatchBuilder<'a> {
             entries: &entries,
         });
         if crate::log::enabled(crate::log::Level::Debug) {
-            eprintln!("[wgtrain] dispatch {kernel} groups={groups:?} consts={:?}", self.constants);
+            eprintln!(
+                "[wgtrain] dispatch {kernel} groups={groups:?} consts={:?}",
+                self.constants
+            );
         }
-        Ok(Dispatch { label: kernel, pipeline, bind_group, groups, uniform })
+        Ok(Dispatch {
+            label: kernel,
+            pipeline,
+            bind_group,
+            groups,
+            uniform,
+        })
     }
 }
 

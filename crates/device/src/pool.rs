@@ -60,12 +60,19 @@ pub fn size_class(bytes: u64) -> u64 {
     }
     let base = pow / 2;
     let quarter = base / 4;
-    (1..=4).map(|q| base + q * quarter).find(|&c| c >= bytes).unwrap_or(pow)
+    (1..=4)
+        .map(|q| base + q * quarter)
+        .find(|&c| c >= bytes)
+        .unwrap_or(pow)
 }
 
 impl BufferPool {
     pub(crate) fn new(device: wgpu::Device, max_binding: u64) -> Self {
-        Self { device, max_binding, inner: Arc::default() }
+        Self {
+            device,
+            max_binding,
+            inner: Arc::default(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -108,7 +115,12 @@ impl BufferPool {
         };
         inner.stats.live_bytes += class;
         inner.stats.peak_bytes = inner.stats.peak_bytes.max(inner.stats.live_bytes);
-        Ok(PooledBuffer { buffer: Some(buffer), class, staging: false, pool: self.clone() })
+        Ok(PooledBuffer {
+            buffer: Some(buffer),
+            class,
+            staging: false,
+            pool: self.clone(),
+        })
     }
 
     /// A MAP_READ staging buffer of at least `bytes` bytes, for downloads.
@@ -131,7 +143,12 @@ impl BufferPool {
                 })
             }
         };
-        Ok(PooledBuffer { buffer: Some(buffer), class, staging: true, pool: self.clone() })
+        Ok(PooledBuffer {
+            buffer: Some(buffer),
+            class,
+            staging: true,
+            pool: self.clone(),
+        })
     }
 
     /// The pool's statistics.
@@ -143,7 +160,9 @@ impl BufferPool {
     pub fn free_bytes(&self) -> u64 {
         let inner = self.lock();
         let sum = |m: &HashMap<u64, Vec<wgpu::Buffer>>| {
-            m.iter().map(|(class, v)| class * v.len() as u64).sum::<u64>()
+            m.iter()
+                .map(|(class, v)| class * v.len() as u64)
+                .sum::<u64>()
         };
         sum(&inner.free) + sum(&inner.free_staging)
     }
@@ -152,7 +171,12 @@ impl BufferPool {
     pub fn trim(&self) {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        for b in inner.free.drain().chain(inner.free_staging.drain()).flat_map(|(_, v)| v) {
+        for b in inner
+            .free
+            .drain()
+            .chain(inner.free_staging.drain())
+            .flat_map(|(_, v)| v)
+        {
             b.destroy();
         }
     }
@@ -217,7 +241,10 @@ mod tests {
         assert_eq!(size_class(1025), 1280);
         for bytes in [300u64, 5000, 123_457, 10_000_000] {
             let c = size_class(bytes);
-            assert!(c >= bytes && (c as f64) <= bytes as f64 * 1.25 + 1.0, "{bytes} -> {c}");
+            assert!(
+                c >= bytes && (c as f64) <= bytes as f64 * 1.25 + 1.0,
+                "{bytes} -> {c}"
+            );
         }
     }
 }

@@ -26,4 +26,14 @@ macro_rules! shaders {
 
 shaders! {
     MATMUL => "matmul",
+    ELEMENTWISE => "elementwise",
+    REDUCE => "reduce",
+    SOFTMAX_XENT => "softmax_xent",
+    POOL => "pool",
+    LRN => "lrn",
+    DROPOUT => "dropout",
+    CONV2D => "conv2d",
+    BATCHNORM => "batchnorm",
+    OPTIMIZER => "optimizer",
+    PROBE => "probe",
 }

@@ -17,7 +17,9 @@ fn check_forward(p: Matmul, seed: u64) {
     let c0 = rng.vec(ec as usize);
     let (da, db, dbias) = (upload(&a), upload(&b), upload(&bias));
     let dc = upload(&c0);
-    let d = p.prepare(gpu(), &da, &db, p.bias.then_some(&*dbias), &dc).expect("prepare");
+    let d = p
+        .prepare(gpu(), &da, &db, p.bias.then_some(&*dbias), &dc)
+        .expect("prepare");
     run(&[&d]);
     let got = download(&dc, ec as usize);
     let want = reference::matmul::matmul(&p, &a, &b, p.bias.then_some(&bias[..]), &c0);
@@ -27,7 +29,15 @@ fn check_forward(p: Matmul, seed: u64) {
 
 #[test]
 fn forward_awkward_sizes_and_all_transposes() {
-    let shapes = [(1, 1, 1), (1, 7, 3), (5, 1, 9), (17, 13, 31), (33, 65, 7), (64, 64, 64), (100, 37, 129)];
+    let shapes = [
+        (1, 1, 1),
+        (1, 7, 3),
+        (5, 1, 9),
+        (17, 13, 31),
+        (33, 65, 7),
+        (64, 64, 64),
+        (100, 37, 129),
+    ];
     for (i, &(m, n, k)) in shapes.iter().enumerate() {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let mut p = Matmul::new(m, n, k);
@@ -41,11 +51,27 @@ fn forward_awkward_sizes_and_all_transposes() {
 #[test]
 fn forward_batched_broadcast_bias_relu_accumulate() {
     check_forward(Matmul::new(9, 11, 5).batched(3), 1);
-    check_forward(Matmul::new(9, 11, 5).batched(4).broadcast_b().transpose_b(), 2);
+    check_forward(
+        Matmul::new(9, 11, 5).batched(4).broadcast_b().transpose_b(),
+        2,
+    );
     check_forward(Matmul::new(23, 19, 40).with_bias(), 3);
-    check_forward(Matmul::new(23, 19, 40).with_bias().with_relu().transpose_b(), 4);
+    check_forward(
+        Matmul::new(23, 19, 40)
+            .with_bias()
+            .with_relu()
+            .transpose_b(),
+        4,
+    );
     check_forward(Matmul::new(6, 10, 3).accumulating(), 5);
-    check_forward(Matmul::new(6, 10, 3).batched(2).transpose_a().accumulating().with_relu(), 6);
+    check_forward(
+        Matmul::new(6, 10, 3)
+            .batched(2)
+            .transpose_a()
+            .accumulating()
+            .with_relu(),
+        6,
+    );
 }
 
 #[test]
@@ -89,30 +115,57 @@ fn check_backward(p: Matmul, seed: u64) {
         ap[idx] += h;
         am[idx] -= h;
         let fd = (loss(&ap, &b) - loss(&am, &b)) / (2.0 * h as f64);
-        assert!((fd - ref_ga[idx] as f64).abs() < 1e-3 * (1.0 + fd.abs()), "dA[{idx}]: fd {fd} vs {}", ref_ga[idx]);
+        assert!(
+            (fd - ref_ga[idx] as f64).abs() < 1e-3 * (1.0 + fd.abs()),
+            "dA[{idx}]: fd {fd} vs {}",
+            ref_ga[idx]
+        );
     }
     for idx in [0, eb as usize / 2, eb as usize - 1] {
         let (mut bp, mut bm) = (b.clone(), b.clone());
         bp[idx] += h;
         bm[idx] -= h;
         let fd = (loss(&a, &bp) - loss(&a, &bm)) / (2.0 * h as f64);
-        assert!((fd - ref_gb[idx] as f64).abs() < 1e-3 * (1.0 + fd.abs()), "dB[{idx}]: fd {fd} vs {}", ref_gb[idx]);
+        assert!(
+            (fd - ref_gb[idx] as f64).abs() < 1e-3 * (1.0 + fd.abs()),
+            "dB[{idx}]: fd {fd} vs {}",
+            ref_gb[idx]
+        );
     }
 
     // (2) GPU backward against the reference.
     let (da, db, dg) = (upload(&a), upload(&b), upload(&g));
     let (dga, dgb) = (output(ea as usize), output(eb as usize));
-    let k1 = p.prepare_grad_a(gpu(), &dg, &db, &dga, false).expect("grad_a");
-    let k2 = p.prepare_grad_b(gpu(), &da, &dg, &dgb, false).expect("grad_b");
+    let k1 = p
+        .prepare_grad_a(gpu(), &dg, &db, &dga, false)
+        .expect("grad_a");
+    let k2 = p
+        .prepare_grad_b(gpu(), &da, &dg, &dgb, false)
+        .expect("grad_b");
     run(&[&k1, &k2]);
     let tol = 1e-5 * ((p.m.max(p.n).max(p.k)) as f32).sqrt();
-    assert_close(&format!("matmul grad_a {p:?}"), &download(&dga, ea as usize), &ref_ga, tol, tol);
-    assert_close(&format!("matmul grad_b {p:?}"), &download(&dgb, eb as usize), &ref_gb, tol, tol);
+    assert_close(
+        &format!("matmul grad_a {p:?}"),
+        &download(&dga, ea as usize),
+        &ref_ga,
+        tol,
+        tol,
+    );
+    assert_close(
+        &format!("matmul grad_b {p:?}"),
+        &download(&dgb, eb as usize),
+        &ref_gb,
+        tol,
+        tol,
+    );
 }
 
 #[test]
 fn backward_all_transposes_and_batches() {
-    for (i, (ta, tb)) in [(false, false), (true, false), (false, true), (true, true)].into_iter().enumerate() {
+    for (i, (ta, tb)) in [(false, false), (true, false), (false, true), (true, true)]
+        .into_iter()
+        .enumerate()
+    {
         for &(m, n, k, batch) in &[(1, 1, 1, 1), (7, 5, 3, 1), (13, 9, 21, 2), (33, 17, 8, 3)] {
             let mut p = Matmul::new(m, n, k).batched(batch);
             p.trans_a = ta;
@@ -127,12 +180,25 @@ fn bad_shapes_are_errors_not_panics() {
     let small = upload(&[0.0; 4]);
     let big = upload(&[0.0; 64]);
     let out = upload(&[0.0; 64]);
-    let err = Matmul::new(16, 16, 16).prepare(gpu(), &small, &big, None, &out).unwrap_err().to_string();
-    assert!(err.contains("binding `a`") && err.contains("1024") , "{err}");
-    let err = Matmul::new(0, 8, 8).prepare(gpu(), &big, &big, None, &small).unwrap_err().to_string();
+    let err = Matmul::new(16, 16, 16)
+        .prepare(gpu(), &small, &big, None, &out)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("binding `a`") && err.contains("1024"), "{err}");
+    let err = Matmul::new(0, 8, 8)
+        .prepare(gpu(), &big, &big, None, &small)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("positive"), "{err}");
-    let err = Matmul::new(2, 2, 2).prepare(gpu(), &big, &big, None, &big).unwrap_err().to_string();
+    let err = Matmul::new(2, 2, 2)
+        .prepare(gpu(), &big, &big, None, &big)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("same buffer"), "{err}");
-    let err = Matmul::new(2, 2, 2).with_bias().prepare(gpu(), &big, &small, None, &big).unwrap_err().to_string();
+    let err = Matmul::new(2, 2, 2)
+        .with_bias()
+        .prepare(gpu(), &big, &small, None, &big)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("bias"), "{err}");
 }

@@ -9,7 +9,11 @@ fn every_shader_parses_and_validates() {
         let module = match naga::front::wgsl::parse_str(shader.source) {
             Ok(m) => m,
             Err(e) => {
-                failures.push(format!("{}: {}", shader.name, e.emit_to_string(shader.source)));
+                failures.push(format!(
+                    "{}: {}",
+                    shader.name,
+                    e.emit_to_string(shader.source)
+                ));
                 continue;
             }
         };
@@ -18,10 +22,18 @@ fn every_shader_parses_and_validates() {
             naga::valid::Capabilities::all(),
         );
         if let Err(e) = validator.validate(&module) {
-            failures.push(format!("{}: {}", shader.name, e.emit_to_string(shader.source)));
+            failures.push(format!(
+                "{}: {}",
+                shader.name,
+                e.emit_to_string(shader.source)
+            ));
         }
     }
-    assert!(failures.is_empty(), "invalid shaders:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "invalid shaders:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -32,7 +44,13 @@ fn every_file_in_shaders_dir_is_compiled_in() {
         if path.extension().and_then(|e| e.to_str()) != Some("wgsl") {
             continue;
         }
-        let stem = path.file_stem().and_then(|s| s.to_str()).expect("utf-8 name");
-        assert!(ALL.iter().any(|s| s.name == stem), "shaders/{stem}.wgsl is not in shaders::ALL");
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("utf-8 name");
+        assert!(
+            ALL.iter().any(|s| s.name == stem),
+            "shaders/{stem}.wgsl is not in shaders::ALL"
+        );
     }
 }

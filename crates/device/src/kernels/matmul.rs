@@ -131,12 +131,16 @@ impl Matmul {
     }
 
     fn check(&self) -> Result<()> {
-        ensure(self.m > 0 && self.n > 0 && self.k > 0 && self.batch > 0, KERNEL, || {
-            format!(
-                "every size must be positive, got batch {} m {} n {} k {}",
-                self.batch, self.m, self.n, self.k
-            )
-        })
+        ensure(
+            self.m > 0 && self.n > 0 && self.k > 0 && self.batch > 0,
+            KERNEL,
+            || {
+                format!(
+                    "every size must be positive, got batch {} m {} n {} k {}",
+                    self.batch, self.m, self.n, self.k
+                )
+            },
+        )
     }
 
     /// Binds `a`, `b`, the optional `bias` and `c`; the dispatch writes C.
@@ -150,7 +154,11 @@ impl Matmul {
     ) -> Result<Dispatch> {
         self.check()?;
         ensure(self.bias == bias.is_some(), KERNEL, || {
-            format!("bias option is {} but a bias buffer was {}", self.bias, if bias.is_some() { "given" } else { "not given" })
+            format!(
+                "bias option is {} but a bias buffer was {}",
+                self.bias,
+                if bias.is_some() { "given" } else { "not given" }
+            )
         })?;
         let (ea, eb, ec) = self.footprint();
         let params = Params {
@@ -163,26 +171,52 @@ impl Matmul {
             stride_c: self.stride_c,
             pad: 0,
         };
+        if gpu.is_cpu() && self.row_lanes_eligible() {
+            let wg = 64u32;
+            let groups = [self.n.div_ceil(8), self.m.div_ceil(wg), self.batch];
+            return self
+                .builder(gpu, "matmul_row_lanes", &params)
+                .constant("WG_X", wg)
+                .read("a", a, ea)
+                .read("b", b, eb)
+                .read_opt("bias", bias, self.n as u64)
+                .write("c", c, ec)
+                .build(groups);
+        }
         let (wg_x, wg_y) = (8u32, 8u32);
         let groups = [
             self.n.div_ceil(wg_x * TN),
             self.m.div_ceil(wg_y * TM),
             self.batch,
         ];
-        DispatchBuilder::new(gpu, shaders::MATMUL, "matmul")
+        self.builder(gpu, "matmul", &params)
             .constant("WG_X", wg_x)
             .constant("WG_Y", wg_y)
-            .flag("TRANS_A", self.trans_a)
-            .flag("TRANS_B", self.trans_b)
-            .flag("HAS_BIAS", self.bias)
-            .flag("RELU", self.relu)
-            .flag("ACCUMULATE", self.accumulate)
-            .params(&params)
             .read("a", a, ea)
             .read("b", b, eb)
             .read_opt("bias", bias, self.n as u64)
             .write("c", c, ec)
             .build(groups)
+    }
+
+    /// `matmul_row_lanes` reads A's rows as vec4s: they must start on a vec4.
+    fn row_lanes_eligible(&self) -> bool {
+        !self.trans_a && self.k % 4 == 0 && self.stride_a % 4 == 0
+    }
+
+    fn builder<'a>(
+        &self,
+        gpu: &'a Gpu,
+        entry: &'static str,
+        params: &Params,
+    ) -> DispatchBuilder<'a> {
+        DispatchBuilder::new(gpu, shaders::MATMUL, entry)
+            .flag("TRANS_A", self.trans_a)
+            .flag("TRANS_B", self.trans_b)
+            .flag("HAS_BIAS", self.bias)
+            .flag("RELU", self.relu)
+            .flag("ACCUMULATE", self.accumulate)
+            .params(params)
     }
 
     /// The product computing `dA` from `dC` (and B): see [`Matmul::prepare_grad_a`].
@@ -245,7 +279,11 @@ impl Matmul {
     ) -> Result<Dispatch> {
         self.check_grad_stride(self.stride_a, "A")?;
         let g = self.grad_a(accumulate);
-        if self.trans_a { g.prepare(gpu, b, grad_c, None, grad_a) } else { g.prepare(gpu, grad_c, b, None, grad_a) }
+        if self.trans_a {
+            g.prepare(gpu, b, grad_c, None, grad_a)
+        } else {
+            g.prepare(gpu, grad_c, b, None, grad_a)
+        }
     }
 
     /// Gradient of the loss with respect to B, given A and `grad_c`.
@@ -259,7 +297,11 @@ impl Matmul {
     ) -> Result<Dispatch> {
         self.check_grad_stride(self.stride_b, "B")?;
         let g = self.grad_b(accumulate);
-        if self.trans_b { g.prepare(gpu, grad_c, a, None, grad_b) } else { g.prepare(gpu, a, grad_c, None, grad_b) }
+        if self.trans_b {
+            g.prepare(gpu, grad_c, a, None, grad_b)
+        } else {
+            g.prepare(gpu, a, grad_c, None, grad_b)
+        }
     }
 
     fn check_grad_stride(&self, stride: u32, which: &str) -> Result<()> {

@@ -3,13 +3,30 @@
 //! return a [`Dispatch`](crate::Dispatch) that records into the caller's encoder.
 //! The matching CPU reference lives in [`crate::reference`] under the same name.
 
+pub mod batchnorm;
+pub mod conv2d;
+pub mod dropout;
+pub mod elementwise;
+pub mod lrn;
 pub mod matmul;
+pub mod optimizer;
+pub mod pool;
+pub mod probe;
+pub mod reduce;
+pub mod softmax_xent;
 
 use crate::error::{DeviceError, Result};
 
 /// An `InvalidParams` error for `kernel` unless `ok`.
 pub(crate) fn ensure(ok: bool, kernel: &str, message: impl FnOnce() -> String) -> Result<()> {
-    if ok { Ok(()) } else { Err(DeviceError::InvalidParams { kernel: kernel.to_owned(), message: message() }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(DeviceError::InvalidParams {
+            kernel: kernel.to_owned(),
+            message: message(),
+        })
+    }
 }
 
 /// Converts a size to `u32`, or an error naming the kernel and the quantity.

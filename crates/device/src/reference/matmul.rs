@@ -9,13 +9,25 @@ pub fn matmul(p: &Matmul, a: &[f32], b: &[f32], bias: Option<&[f32]>, c_in: &[f3
     let (_, _, ec) = p.footprint();
     let mut c = c_in[..ec as usize].to_vec();
     for z in 0..p.batch as usize {
-        let (ao, bo, co) = (z * p.stride_a as usize, z * p.stride_b as usize, z * p.stride_c as usize);
+        let (ao, bo, co) = (
+            z * p.stride_a as usize,
+            z * p.stride_b as usize,
+            z * p.stride_c as usize,
+        );
         for i in 0..m {
             for j in 0..n {
                 let mut acc = 0.0f64;
                 for kk in 0..k {
-                    let av = if p.trans_a { a[ao + kk * m + i] } else { a[ao + i * k + kk] };
-                    let bv = if p.trans_b { b[bo + j * k + kk] } else { b[bo + kk * n + j] };
+                    let av = if p.trans_a {
+                        a[ao + kk * m + i]
+                    } else {
+                        a[ao + i * k + kk]
+                    };
+                    let bv = if p.trans_b {
+                        b[bo + j * k + kk]
+                    } else {
+                        b[bo + kk * n + j]
+                    };
                     acc += av as f64 * bv as f64;
                 }
                 if let Some(bias) = bias {

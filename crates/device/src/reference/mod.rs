@@ -2,7 +2,16 @@
 //! taking the same parameter structs as the GPU kernels. They exist to be read and to
 //! check the GPU kernels (tests, `cargo xtask bench`), not to be fast.
 
+pub mod batchnorm;
+pub mod conv2d;
+pub mod dropout;
+pub mod elementwise;
+pub mod lrn;
 pub mod matmul;
+pub mod optimizer;
+pub mod pool;
+pub mod reduce;
+pub mod softmax_xent;
 
 /// Maximum relative error of `got` against `want`, where the denominator is floored at
 /// `1e-3 · max|want|` so that elements near zero do not dominate.
@@ -14,7 +23,13 @@ pub fn max_relative_error(got: &[f32], want: &[f32]) -> f64 {
         .zip(want)
         .map(|(&g, &w)| {
             let (g, w) = (g as f64, w as f64);
-            if g.is_nan() != w.is_nan() { f64::INFINITY } else if g == w { 0.0 } else { (g - w).abs() / w.abs().max(floor) }
+            if g.is_nan() != w.is_nan() {
+                f64::INFINITY
+            } else if g == w {
+                0.0
+            } else {
+                (g - w).abs() / w.abs().max(floor)
+            }
         })
         .fold(0.0, f64::max)
 }

@@ -1,0 +1,402 @@
+//! Batch normalisation over the channels of an NHWC tensor (PyTorch `BatchNorm2d`):
+//! training forward with batch statistics and in-place running-stat updates, inference
+//! forward with the running statistics, and the backward. Shader: `shaders/batchnorm.wgsl`.
+//!
+//! ## Design
+//!
+//! The input `x` is viewed as `[M, C]` with `M = N·H·W` rows and contiguous channels.
+//! Per-channel statistics are column reductions over `M` rows, made deterministic
+//! without atomics: each invocation sums one chunk of rows of one channel into a scratch
+//! buffer of partials `[chunks, C]`, then a finalize pass adds each channel's partials
+//! in chunk order. The chunking is a function of `(M, C)` only.
+//!
+//! The training forward and the backward are several dispatches; they come back as a
+//! [`BatchNormPasses`], which also owns the scratch buffer (from the pool) that the
+//! dispatches bind, so no dispatch can outlive a buffer it binds.
+
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::kernels::{ensure, to_u32};
+use crate::pipeline::{Dispatch, DispatchBuilder, grid_1d};
+use crate::pool::PooledBuffer;
+use crate::shaders;
+
+const KERNEL: &str = "batchnorm";
+/// Invocations per workgroup in every entry point.
+const WG: u32 = 256;
+/// The partial-sum passes aim for about this many invocations (enough to fill a GPU)...
+const TARGET_THREADS: u64 = 65_536;
+/// ...with at most this many chunks, which bounds the finalize pass's serial loop...
+const MAX_CHUNKS: u64 = 1024;
+/// ...and at least this many rows per chunk, so an invocation does real work.
+const MIN_ROWS_PER_CHUNK: u64 = 8;
+
+/// Batch normalisation of `x[M, C]` (NHWC with `M = N·H·W`), PyTorch defaults.
+///
+/// `y = gamma · (x - mean) / sqrt(var + eps) + beta`, then ReLU when `relu`. Training
+/// uses the batch mean and biased variance and updates
+/// `running = (1 - momentum) · running + momentum · batch` (the variance unbiased by
+/// `M / (M - 1)`); inference uses the running statistics.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNorm {
+    /// Rows: `N · H · W`.
+    pub m: u32,
+    /// Channels.
+    pub c: u32,
+    pub eps: f32,
+    pub momentum: f32,
+    /// Apply ReLU to the output (fused). The backward then expects `dy` already masked
+    /// by the ReLU (`dy · [y > 0]`): it computes the batch norm's backward only.
+    pub relu: bool,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    c: u32,
+    chunks: u32,
+    rows_per_chunk: u32,
+    count: u32,
+    eps: f32,
+    momentum: f32,
+    pad: u32,
+}
+
+/// The dispatches of a multi-pass op, in recording order, and the scratch buffer they
+/// bind. Record them with [`encode_all`](crate::encode_all)`(enc, label, passes.dispatches())`
+/// and keep this value alive for as long as the dispatches are recorded.
+pub struct BatchNormPasses {
+    dispatches: Vec<Dispatch>,
+    // Returned to the pool only when the dispatches that bind it are gone.
+    partials: PooledBuffer,
+}
+
+impl BatchNormPasses {
+    /// The dispatches, in recording order.
+    pub fn dispatches(&self) -> &[Dispatch] {
+        &self.dispatches
+    }
+
+    /// Bytes of the scratch buffer (size class of the partial sums).
+    pub fn scratch_bytes(&self) -> u64 {
+        self.partials.capacity()
+    }
+}
+
+impl std::fmt::Debug for BatchNormPasses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "BatchNormPasses({:?}, scratch {:?})",
+            self.dispatches, self.partials
+        )
+    }
+}
+
+/// How the rows are cut for the column reductions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Chunking {
+    chunks: u32,
+    rows_per_chunk: u32,
+}
+
+impl BatchNorm {
+    /// `m` rows of `c` channels, PyTorch defaults: `eps = 1e-5`, `momentum = 0.1`.
+    pub fn new(m: u32, c: u32) -> Self {
+        Self {
+            m,
+            c,
+            eps: 1e-5,
+            momentum: 0.1,
+            relu: false,
+        }
+    }
+
+    /// An NHWC tensor `[n, h, w, c]`; an error if `n·h·w` does not fit in 32 bits.
+    pub fn nhwc(n: u32, h: u32, w: u32, c: u32) -> Result<Self> {
+        let m = to_u32(n as u64 * h as u64 * w as u64, KERNEL, "N·H·W")?;
+        Ok(Self::new(m, c))
+    }
+
+    /// Sets `eps`.
+    pub fn with_eps(mut self, eps: f32) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// Sets the running-statistics momentum.
+    pub fn with_momentum(mut self, momentum: f32) -> Self {
+        self.momentum = momentum;
+        self
+    }
+
+    /// Fuses a ReLU after the affine transform.
+    pub fn with_relu(mut self) -> Self {
+        self.relu = true;
+        self
+    }
+
+    /// Elements of `x`: `m · c`.
+    pub fn len(&self) -> u64 {
+        self.m as u64 * self.c as u64
+    }
+
+    /// True when `x` has no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn check(&self) -> Result<u32> {
+        ensure(self.m > 0 && self.c > 0, KERNEL, || {
+            format!(
+                "rows M = N·H·W and channels C must be positive, got M {} C {}",
+                self.m, self.c
+            )
+        })?;
+        ensure(self.eps > 0.0 && self.eps.is_finite(), KERNEL, || {
+            format!("eps must be positive and finite, got {}", self.eps)
+        })?;
+        ensure((0.0..=1.0).contains(&self.momentum), KERNEL, || {
+            format!("momentum must be in [0, 1], got {}", self.momentum)
+        })?;
+        to_u32(self.len(), KERNEL, "M·C")
+    }
+
+    /// The row chunking of the column reductions: a function of (M, C) only.
+    fn chunking(&self) -> Chunking {
+        let (m, c) = (self.m as u64, self.c as u64);
+        let wanted = TARGET_THREADS.div_ceil(c).clamp(1, MAX_CHUNKS);
+        let rows = m.div_ceil(wanted).max(MIN_ROWS_PER_CHUNK).min(m);
+        // chunks ≤ m and rows ≤ m, so both fit in u32.
+        Chunking {
+            chunks: m.div_ceil(rows) as u32,
+            rows_per_chunk: rows as u32,
+        }
+    }
+
+    fn params(&self, count: u32) -> (Params, Chunking) {
+        let ch = self.chunking();
+        let params = Params {
+            m: self.m,
+            c: self.c,
+            chunks: ch.chunks,
+            rows_per_chunk: ch.rows_per_chunk,
+            count,
+            eps: self.eps,
+            momentum: self.momentum,
+            pad: 0,
+        };
+        (params, ch)
+    }
+
+    fn grid(gpu: &Gpu, threads: u64) -> [u32; 3] {
+        grid_1d(
+            threads,
+            WG,
+            gpu.limits().max_compute_workgroups_per_dimension,
+        )
+    }
+
+    fn builder<'a>(gpu: &'a Gpu, entry: &'static str, p: &Params) -> DispatchBuilder<'a> {
+        DispatchBuilder::new(gpu, shaders::BATCHNORM, entry)
+            .constant("WG", WG)
+            .params(p)
+    }
+
+    /// Training forward, five dispatches: batch mean, biased variance (two passes over
+    /// `x`), `save_mean` / `save_invstd` (`[C]`, kept for the backward), the in-place
+    /// update of `running_mean` / `running_var` (`[C]`), and `y[M, C]`.
+    /// An error when `M = 1`, as in PyTorch (no variance from one value per channel).
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare_train(
+        &self,
+        gpu: &Gpu,
+        x: &wgpu::Buffer,
+        gamma: &wgpu::Buffer,
+        beta: &wgpu::Buffer,
+        running_mean: &wgpu::Buffer,
+        running_var: &wgpu::Buffer,
+        save_mean: &wgpu::Buffer,
+        save_invstd: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Result<BatchNormPasses> {
+        let count = self.check()?;
+        ensure(self.m > 1, KERNEL, || {
+            format!(
+                "training needs more than one value per channel to estimate a variance, \
+                 got M = N·H·W = {} (C {})",
+                self.m, self.c
+            )
+        })?;
+        let (params, ch) = self.params(count);
+        let (m, c) = (self.len(), self.c as u64);
+        let partial_elems = ch.chunks as u64 * c;
+        let partials = gpu
+            .pool()
+            .acquire(partial_elems * 4, "batchnorm.partials")?;
+        let partials_pass = |squared: bool| {
+            Self::builder(gpu, "column_partials", &params)
+                .flag("SQUARED_DEVIATIONS", squared)
+                .read("x", x, m)
+                .read_opt("mean", squared.then_some(save_mean), c)
+                .write("partials", &partials, partial_elems)
+                .build(Self::grid(gpu, partial_elems))
+        };
+        let dispatches = vec![
+            partials_pass(false)?,
+            Self::builder(gpu, "finalize_mean", &params)
+                .read("partials", &partials, partial_elems)
+                .write("save_mean", save_mean, c)
+                .build(Self::grid(gpu, c))?,
+            partials_pass(true)?,
+            Self::builder(gpu, "finalize_variance", &params)
+                .read("partials", &partials, partial_elems)
+                .read("save_mean", save_mean, c)
+                .write("save_invstd", save_invstd, c)
+                .write("running_mean", running_mean, c)
+                .write("running_var", running_var, c)
+                .build(Self::grid(gpu, c))?,
+            self.normalize(
+                gpu,
+                &params,
+                false,
+                [x, save_mean, save_invstd, gamma, beta],
+                y,
+            )?,
+        ];
+        Ok(BatchNormPasses {
+            dispatches,
+            partials,
+        })
+    }
+
+    /// Inference forward, one dispatch: `y = gamma · (x - running_mean) /
+    /// sqrt(running_var + eps) + beta` (then ReLU); the running statistics are only read.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare_eval(
+        &self,
+        gpu: &Gpu,
+        x: &wgpu::Buffer,
+        gamma: &wgpu::Buffer,
+        beta: &wgpu::Buffer,
+        running_mean: &wgpu::Buffer,
+        running_var: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Result<Dispatch> {
+        let count = self.check()?;
+        let (params, _) = self.params(count);
+        self.normalize(
+            gpu,
+            &params,
+            true,
+            [x, running_mean, running_var, gamma, beta],
+            y,
+        )
+    }
+
+    /// `inputs` = x, mean, spread (invstd, or the running variance when `running`),
+    /// gamma, beta.
+    fn normalize(
+        &self,
+        gpu: &Gpu,
+        params: &Params,
+        running: bool,
+        inputs: [&wgpu::Buffer; 5],
+        y: &wgpu::Buffer,
+    ) -> Result<Dispatch> {
+        let [x, mean, spread, gamma, beta] = inputs;
+        let (m, c) = (self.len(), self.c as u64);
+        Self::builder(gpu, "normalize", params)
+            .flag("RUNNING_STATS", running)
+            .flag("RELU", self.relu)
+            .read("x", x, m)
+            .read("mean", mean, c)
+            .read(if running { "running_var" } else { "invstd" }, spread, c)
+            .read("gamma", gamma, c)
+            .read("beta", beta, c)
+            .write("y", y, m)
+            .build(Self::grid(gpu, m))
+    }
+
+    /// Backward of the training forward, three dispatches, from the saved batch
+    /// statistics: `dbeta = Σ dy`, `dgamma = Σ dy · xhat` (`[C]`, overwritten), and
+    /// `dx = gamma · invstd / M · (M · dy - dbeta - xhat · dgamma)` (`[M, C]`), where
+    /// `xhat = (x - save_mean) · save_invstd`. With a fused ReLU, `dy` must already be
+    /// masked by the ReLU's backward (`dy · [y > 0]`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare_backward(
+        &self,
+        gpu: &Gpu,
+        x: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        gamma: &wgpu::Buffer,
+        save_mean: &wgpu::Buffer,
+        save_invstd: &wgpu::Buffer,
+        dgamma: &wgpu::Buffer,
+        dbeta: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+    ) -> Result<BatchNormPasses> {
+        let count = self.check()?;
+        let (params, ch) = self.params(count);
+        let (m, c) = (self.len(), self.c as u64);
+        let partial_elems = 2 * ch.chunks as u64 * c;
+        let partials = gpu
+            .pool()
+            .acquire(partial_elems * 4, "batchnorm.grad_partials")?;
+        let dispatches = vec![
+            Self::builder(gpu, "backward_partials", &params)
+                .read("x", x, m)
+                .read("save_mean", save_mean, c)
+                .read("save_invstd", save_invstd, c)
+                .read("dy", dy, m)
+                .write("partials", &partials, partial_elems)
+                .build(Self::grid(gpu, partial_elems / 2))?,
+            Self::builder(gpu, "backward_finalize", &params)
+                .read("partials", &partials, partial_elems)
+                .write("dgamma", dgamma, c)
+                .write("dbeta", dbeta, c)
+                .build(Self::grid(gpu, c))?,
+            Self::builder(gpu, "backward_dx", &params)
+                .read("x", x, m)
+                .read("save_mean", save_mean, c)
+                .read("save_invstd", save_invstd, c)
+                .read("dy", dy, m)
+                .read("gamma", gamma, c)
+                .read("dgamma", dgamma, c)
+                .read("dbeta", dbeta, c)
+                .write("dx", dx, m)
+                .build(Self::grid(gpu, m))?,
+        ];
+        Ok(BatchNormPasses {
+            dispatches,
+            partials,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunking_covers_every_row_once() {
+        for (m, c) in [
+            (1, 1),
+            (2, 3),
+            (7, 1),
+            (100, 67),
+            (115_200, 3),
+            (4096, 512),
+            (9, 70_000),
+        ] {
+            let ch = BatchNorm::new(m, c).chunking();
+            let (chunks, rows) = (ch.chunks as u64, ch.rows_per_chunk as u64);
+            assert!(
+                chunks * rows >= m as u64 && (chunks - 1) * rows < m as u64,
+                "{m} {c} {ch:?}"
+            );
+            assert!(chunks <= MAX_CHUNKS, "{m} {c} {ch:?}");
+        }
+    }
+}

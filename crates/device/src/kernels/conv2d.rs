@@ -1,0 +1,477 @@
+//! 2-D convolution on NHWC activations with KRSC weights: groups, stride, zero padding,
+//! dilation, and a bias + ReLU epilogue; its two backward passes, to the input
+//! ([`Conv2d::prepare_backward_data`]) and to the weights
+//! ([`Conv2d::prepare_backward_filter`]). Shader: `shaders/conv2d.wgsl`.
+//!
+//! ## Design
+//!
+//! Each pass is an implicit GEMM with register blocking and no shared memory (see the
+//! shader's header). The wrapper picks the workgroup shape from the GEMM's rows and
+//! columns, so that narrow GEMMs (few output channels, a small filter) keep their lanes
+//! busy, and chooses between one dispatch column per group and "mixed" mode, where all
+//! groups sit side by side (for depthwise and other narrow groups).
+//! The bias gradient (a column sum of `dy`) and the ReLU backward live in the
+//! elementwise family.
+
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::kernels::{ensure, to_u32};
+use crate::pipeline::{Dispatch, DispatchBuilder, grid_1d};
+use crate::shaders;
+
+const KERNEL: &str = "conv2d";
+/// Rows (TM) and columns (TN) per invocation, as in the shader.
+const TM: u32 = 4;
+const TN: u32 = 4;
+/// Invocations per workgroup when the GEMM is large enough to fill them.
+const WG_INVOCATIONS: u32 = 64;
+/// A group with fewer columns (rows for the filter pass) than this runs in mixed mode.
+const MIN_PER_GROUP: u32 = 8 * TN;
+
+/// Shape and options of `y = conv2d(x, weight) (+ bias) (ReLU)`.
+///
+/// `x` is `[n, h, w, c]`, `weight` is `[k, r, s, c / groups]`, `bias` is `[k]` and `y` is
+/// `[n, p, q, k]` with `p`, `q` from [`Conv2d::p`], [`Conv2d::q`]; all row-major:
+///
+/// `y[n,p,q,k] = Σ_{r,s,c} x[n, p·stride_h - pad_h + r·dil_h, q·stride_w - pad_w + s·dil_w,
+/// g·Cg + c] · weight[k,r,s,c]`, with `g = k / (K / groups)`, `Cg = C / groups` and `x`
+/// zero outside the image.
+///
+/// ```
+/// use wgtrain_device::kernels::conv2d::Conv2d;
+/// let conv = Conv2d::new(8, 32, 32, 3, 16, 3, 3).pad(1, 1).stride(2, 2).with_bias();
+/// assert_eq!((conv.p(), conv.q()), (16, 16));
+/// assert_eq!(conv.macs(), 8 * 16 * 16 * 16 * 3 * 3 * 3);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    pub n: u32,
+    pub h: u32,
+    pub w: u32,
+    pub c: u32,
+    pub k: u32,
+    pub r: u32,
+    pub s: u32,
+    pub stride_h: u32,
+    pub stride_w: u32,
+    pub pad_h: u32,
+    pub pad_w: u32,
+    pub dil_h: u32,
+    pub dil_w: u32,
+    pub groups: u32,
+    /// Add `bias[k]` to every output pixel.
+    pub bias: bool,
+    /// Apply ReLU after the bias. The backward passes expect `dy` already masked by it.
+    pub relu: bool,
+}
+
+/// The shader's uniform: the shape, then the GEMM this dispatch computes (96 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    h: u32,
+    w: u32,
+    c: u32,
+    k: u32,
+    r: u32,
+    s: u32,
+    p: u32,
+    q: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    dil_h: u32,
+    dil_w: u32,
+    groups: u32,
+    cg: u32,
+    kg: u32,
+    rows: u32,
+    cols: u32,
+    col_tiles: u32,
+    /// `ceil(W / stride_w)`: the backward-data pass orders its rows by w's phase.
+    w_steps: u32,
+    pad: [u32; 2],
+}
+
+/// One pass as a GEMM: `rows` × `cols` outputs (`cols` for one group unless `mixed`).
+struct Gemm {
+    entry: &'static str,
+    rows: u32,
+    cols: u32,
+    mixed: bool,
+}
+
+/// Output size along one axis, or 0 when the (dilated) filter does not fit the padded input.
+fn out_size(size: u32, filter: u32, stride: u32, pad: u32, dil: u32) -> u32 {
+    let padded = size as u64 + 2 * pad as u64;
+    let span = dil as u64 * (filter as u64).saturating_sub(1) + 1;
+    if stride == 0 || padded < span {
+        return 0;
+    }
+    ((padded - span) / stride as u64 + 1).min(u32::MAX as u64) as u32
+}
+
+/// The next power of two at or above `v`, capped at `cap`.
+fn pow2_at_least(v: u32, cap: u32) -> u32 {
+    v.max(1).checked_next_power_of_two().unwrap_or(cap).min(cap)
+}
+
+impl Conv2d {
+    /// A convolution of `x[n, h, w, c]` with `k` filters of `r` × `s`: stride 1, no
+    /// padding, no dilation, one group, no epilogue.
+    pub fn new(n: u32, h: u32, w: u32, c: u32, k: u32, r: u32, s: u32) -> Self {
+        Self {
+            n,
+            h,
+            w,
+            c,
+            k,
+            r,
+            s,
+            stride_h: 1,
+            stride_w: 1,
+            pad_h: 0,
+            pad_w: 0,
+            dil_h: 1,
+            dil_w: 1,
+            groups: 1,
+            bias: false,
+            relu: false,
+        }
+    }
+
+    /// Steps between output pixels, in input pixels.
+    pub fn stride(mut self, stride_h: u32, stride_w: u32) -> Self {
+        (self.stride_h, self.stride_w) = (stride_h, stride_w);
+        self
+    }
+
+    /// Zero padding on each side.
+    pub fn pad(mut self, pad_h: u32, pad_w: u32) -> Self {
+        (self.pad_h, self.pad_w) = (pad_h, pad_w);
+        self
+    }
+
+    /// Steps between filter taps, in input pixels.
+    pub fn dilation(mut self, dil_h: u32, dil_w: u32) -> Self {
+        (self.dil_h, self.dil_w) = (dil_h, dil_w);
+        self
+    }
+
+    /// Split channels into `groups` independent convolutions (`groups = c` is depthwise).
+    pub fn grouped(mut self, groups: u32) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// Add a bias over output channels.
+    pub fn with_bias(mut self) -> Self {
+        self.bias = true;
+        self
+    }
+
+    /// Apply ReLU to the result.
+    pub fn with_relu(mut self) -> Self {
+        self.relu = true;
+        self
+    }
+
+    /// Output height `(h + 2·pad_h - dil_h·(r - 1) - 1) / stride_h + 1` (0 if none fits).
+    pub fn p(&self) -> u32 {
+        out_size(self.h, self.r, self.stride_h, self.pad_h, self.dil_h)
+    }
+
+    /// Output width `(w + 2·pad_w - dil_w·(s - 1) - 1) / stride_w + 1` (0 if none fits).
+    pub fn q(&self) -> u32 {
+        out_size(self.w, self.s, self.stride_w, self.pad_w, self.dil_w)
+    }
+
+    /// Input channels per group.
+    pub fn cg(&self) -> u32 {
+        self.c / self.groups.max(1)
+    }
+
+    /// Output channels per group.
+    pub fn kg(&self) -> u32 {
+        self.k / self.groups.max(1)
+    }
+
+    /// Multiply-adds of the forward pass, `n·p·q·k·r·s·(c / groups)`; each backward pass
+    /// performs as many. FLOPs are twice this.
+    pub fn macs(&self) -> u64 {
+        self.y_elems() * (self.r as u64 * self.s as u64 * self.cg() as u64)
+    }
+
+    /// Elements of `x` (and `dx`): `n·h·w·c`.
+    pub fn x_elems(&self) -> u64 {
+        self.n as u64 * self.h as u64 * self.w as u64 * self.c as u64
+    }
+
+    /// Elements of `weight` (and `dw`): `k·r·s·(c / groups)`.
+    pub fn w_elems(&self) -> u64 {
+        self.k as u64 * self.r as u64 * self.s as u64 * self.cg() as u64
+    }
+
+    /// Elements of `y` (and `dy`): `n·p·q·k`.
+    pub fn y_elems(&self) -> u64 {
+        self.n as u64 * self.p() as u64 * self.q() as u64 * self.k as u64
+    }
+
+    /// Checks the shape: every size positive, channels divisible by the groups, a
+    /// non-empty output, and tensors small enough for the shader's 32-bit indexing.
+    pub fn validate(&self) -> Result<()> {
+        let sizes = [
+            self.n,
+            self.h,
+            self.w,
+            self.c,
+            self.k,
+            self.r,
+            self.s,
+            self.stride_h,
+            self.stride_w,
+            self.dil_h,
+            self.dil_w,
+            self.groups,
+        ];
+        ensure(sizes.iter().all(|&v| v > 0), KERNEL, || {
+            format!(
+                "every size must be positive, got N {} H {} W {} C {} K {} R {} S {} stride \
+                 {}x{} dilation {}x{} groups {}",
+                self.n,
+                self.h,
+                self.w,
+                self.c,
+                self.k,
+                self.r,
+                self.s,
+                self.stride_h,
+                self.stride_w,
+                self.dil_h,
+                self.dil_w,
+                self.groups
+            )
+        })?;
+        for (name, v) in [("C", self.c), ("K", self.k)] {
+            ensure(v % self.groups == 0, KERNEL, || {
+                format!("{name} = {v} is not divisible by groups = {}", self.groups)
+            })?;
+        }
+        ensure(self.p() > 0 && self.q() > 0, KERNEL, || {
+            format!(
+                "the output is empty: a {}x{} filter with dilation {}x{} does not fit the {}x{} \
+                 input padded by {}x{} (P = {}, Q = {})",
+                self.r,
+                self.s,
+                self.dil_h,
+                self.dil_w,
+                self.h,
+                self.w,
+                self.pad_h,
+                self.pad_w,
+                self.p(),
+                self.q()
+            )
+        })?;
+        let reach_h = self.h as u64 + 2 * self.pad_h as u64 + self.dil_h as u64 * self.r as u64;
+        let reach_w = self.w as u64 + 2 * self.pad_w as u64 + self.dil_w as u64 * self.s as u64;
+        ensure(reach_h.max(reach_w) < 1 << 30, KERNEL, || {
+            format!("spatial extent {reach_h}x{reach_w} (with padding and dilation) is too large")
+        })?;
+        to_u32(self.x_elems(), KERNEL, "elements of x (N·H·W·C)")?;
+        to_u32(
+            self.w_elems(),
+            KERNEL,
+            "elements of the weight (K·R·S·C/groups)",
+        )?;
+        to_u32(self.y_elems(), KERNEL, "elements of y (N·P·Q·K)")?;
+        Ok(())
+    }
+
+    /// Binds `x`, `weight`, the optional `bias` and `y`; the dispatch writes y.
+    pub fn prepare(
+        &self,
+        gpu: &Gpu,
+        x: &wgpu::Buffer,
+        weight: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        y: &wgpu::Buffer,
+    ) -> Result<Dispatch> {
+        self.validate()?;
+        ensure(self.bias == bias.is_some(), KERNEL, || {
+            let given = if bias.is_some() { "given" } else { "not given" };
+            format!("bias option is {} but a bias buffer was {given}", self.bias)
+        })?;
+        let mixed = self.mixed(self.kg());
+        let cols = if mixed { self.k } else { self.kg() };
+        let rows = (self.n as u64 * self.p() as u64 * self.q() as u64) as u32;
+        let gemm = Gemm {
+            entry: "conv2d_forward",
+            rows,
+            cols,
+            mixed,
+        };
+        let (builder, groups) = self.builder(gpu, &gemm);
+        builder
+            .flag("HAS_BIAS", self.bias)
+            .flag("RELU", self.relu)
+            .read("x", x, self.x_elems())
+            .read("weight", weight, self.w_elems())
+            .read_opt("bias", bias, self.k as u64)
+            .write("y", y, self.y_elems())
+            .build(groups)
+    }
+
+    /// Gradient with respect to `x`: `dx[n,h,w,c] = Σ dy[n,p,q,k] · weight[k,r,s,c]` over
+    /// the `k` of c's group and the taps `(r, s)` that reach `(h, w)` from an output pixel
+    /// `(p, q)`. Overwrites `dx`, or adds to it when `accumulate`.
+    pub fn prepare_backward_data(
+        &self,
+        gpu: &Gpu,
+        dy: &wgpu::Buffer,
+        weight: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+        accumulate: bool,
+    ) -> Result<Dispatch> {
+        self.validate()?;
+        let mixed = self.mixed(self.cg());
+        let cols = if mixed { self.c } else { self.cg() };
+        // Rows are dx pixels in phases of stride_w, each padded to w_steps (see the shader).
+        let padded_w = self.stride_w as u64 * self.w_steps() as u64;
+        let rows = to_u32(
+            self.n as u64 * self.h as u64 * padded_w,
+            KERNEL,
+            "N·H·W rounded up",
+        )?;
+        let gemm = Gemm {
+            entry: "conv2d_backward_data",
+            rows,
+            cols,
+            mixed,
+        };
+        let (builder, groups) = self.builder(gpu, &gemm);
+        builder
+            .flag("ACCUMULATE", accumulate)
+            .read("dy", dy, self.y_elems())
+            .read("weight", weight, self.w_elems())
+            .write("dx", dx, self.x_elems())
+            .build(groups)
+    }
+
+    /// Gradient with respect to the weight: `dw[k,r,s,c] = Σ_{n,p,q} dy[n,p,q,k] ·
+    /// x[n, p·stride_h - pad_h + r·dil_h, q·stride_w - pad_w + s·dil_w, g·Cg + c]`.
+    /// Overwrites `dw`, or adds to it when `accumulate`.
+    pub fn prepare_backward_filter(
+        &self,
+        gpu: &Gpu,
+        x: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        dw: &wgpu::Buffer,
+        accumulate: bool,
+    ) -> Result<Dispatch> {
+        self.validate()?;
+        let mixed = self.mixed(self.kg());
+        let rows = if mixed { self.k } else { self.kg() };
+        let cols = self.r * self.s * self.cg();
+        let gemm = Gemm {
+            entry: "conv2d_backward_filter",
+            rows,
+            cols,
+            mixed,
+        };
+        let (builder, groups) = self.builder(gpu, &gemm);
+        builder
+            .flag("ACCUMULATE", accumulate)
+            .read("x", x, self.x_elems())
+            .read("dy", dy, self.y_elems())
+            .write("dw", dw, self.w_elems())
+            .build(groups)
+    }
+
+    /// Output columns one input column can reach along w: `ceil(w / stride_w)`.
+    fn w_steps(&self) -> u32 {
+        self.w.div_ceil(self.stride_w.max(1))
+    }
+
+    /// Whether a pass whose grouped dimension has `per_group` entries per group runs all
+    /// groups side by side (a dispatch column per group would leave most lanes idle).
+    fn mixed(&self, per_group: u32) -> bool {
+        self.groups > 1 && per_group < MIN_PER_GROUP
+    }
+
+    /// Workgroup shape for a `rows` × `cols` GEMM: up to 8 invocations across columns
+    /// (more when there are few rows), the rest down rows; smaller when both are small.
+    fn workgroup(rows: u32, cols: u32) -> (u32, u32) {
+        let want_x = pow2_at_least(cols.div_ceil(TN), WG_INVOCATIONS);
+        let want_y = pow2_at_least(rows.div_ceil(TM), WG_INVOCATIONS);
+        let wg_x = want_x.min(8);
+        let wg_y = want_y.min(WG_INVOCATIONS / wg_x);
+        (want_x.min(WG_INVOCATIONS / wg_y), wg_y)
+    }
+
+    /// The builder with the pipeline's constants and uniform set, and the workgroup grid.
+    fn builder<'a>(&self, gpu: &'a Gpu, gemm: &Gemm) -> (DispatchBuilder<'a>, [u32; 3]) {
+        let (wg_x, wg_y) = Self::workgroup(gemm.rows, gemm.cols);
+        let col_tiles = gemm.cols.div_ceil(wg_x * TN);
+        let row_tiles = gemm.rows.div_ceil(wg_y * TM);
+        let max = gpu.limits().max_compute_workgroups_per_dimension;
+        let [ry, rz, _] = grid_1d(row_tiles as u64, 1, max);
+        let group_columns = if gemm.mixed { 1 } else { self.groups };
+        let groups = [group_columns.saturating_mul(col_tiles), ry, rz];
+        let params = Params {
+            n: self.n,
+            h: self.h,
+            w: self.w,
+            c: self.c,
+            k: self.k,
+            r: self.r,
+            s: self.s,
+            p: self.p(),
+            q: self.q(),
+            stride_h: self.stride_h,
+            stride_w: self.stride_w,
+            pad_h: self.pad_h,
+            pad_w: self.pad_w,
+            dil_h: self.dil_h,
+            dil_w: self.dil_w,
+            groups: self.groups,
+            cg: self.cg(),
+            kg: self.kg(),
+            rows: gemm.rows,
+            cols: gemm.cols,
+            col_tiles,
+            w_steps: self.w_steps(),
+            pad: [0; 2],
+        };
+        let builder = DispatchBuilder::new(gpu, shaders::CONV2D, gemm.entry)
+            .constant("WG_X", wg_x)
+            .constant("WG_Y", wg_y)
+            .flag("MIXED", gemm.mixed)
+            .params(&params);
+        (builder, groups)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Conv2d, out_size};
+
+    #[test]
+    fn output_size_formula() {
+        assert_eq!(out_size(35, 11, 4, 2, 1), 8);
+        assert_eq!(out_size(5, 3, 1, 1, 1), 5);
+        assert_eq!(out_size(7, 3, 2, 0, 2), 2);
+        assert_eq!(out_size(2, 3, 1, 0, 1), 0);
+        assert_eq!(out_size(4, 1, 0, 0, 1), 0);
+    }
+
+    #[test]
+    fn workgroups_hold_at_most_64_invocations_and_follow_narrow_gemms() {
+        assert_eq!(Conv2d::workgroup(10_000, 256), (8, 8));
+        assert_eq!(Conv2d::workgroup(10_000, 8), (2, 32));
+        assert_eq!(Conv2d::workgroup(8, 10_000), (32, 2));
+        assert_eq!(Conv2d::workgroup(3, 5), (2, 1));
+    }
+}

@@ -1,0 +1,417 @@
+//! Batch normalisation against the CPU reference: training forward (batch statistics,
+//! running-stat updates, fused ReLU), inference forward, and backward, on awkward NHWC
+//! shapes from M = 2 to M > 100k and channel counts that are not multiples of 4; the
+//! reference backward is checked against f64 central differences of the reference forward.
+
+mod common;
+
+use common::*;
+use wgtrain_device::PooledBuffer;
+use wgtrain_device::kernels::batchnorm::BatchNorm;
+use wgtrain_device::reference::batchnorm as reference;
+
+/// Host-side inputs of one batch-norm layer.
+struct Inputs {
+    x: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    running_mean: Vec<f32>,
+    running_var: Vec<f32>,
+}
+
+impl Inputs {
+    /// `x` off-centre (mean ≈ 3) so the two-pass variance matters; running var > 0.
+    fn random(p: &BatchNorm, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let c = p.c as usize;
+        Inputs {
+            x: rng
+                .vec(p.len() as usize)
+                .iter()
+                .map(|v| 3.0 + 2.0 * v)
+                .collect(),
+            gamma: rng.vec(c).iter().map(|v| 1.0 + 0.5 * v).collect(),
+            beta: rng.vec(c),
+            running_mean: rng.vec(c),
+            running_var: rng.vec(c).iter().map(|v| 1.5 + v).collect(),
+        }
+    }
+}
+
+/// Device buffers of the training forward.
+struct TrainBuffers {
+    x: PooledBuffer,
+    gamma: PooledBuffer,
+    beta: PooledBuffer,
+    running_mean: PooledBuffer,
+    running_var: PooledBuffer,
+    mean: PooledBuffer,
+    invstd: PooledBuffer,
+    y: PooledBuffer,
+}
+
+fn upload_train(p: &BatchNorm, i: &Inputs) -> TrainBuffers {
+    TrainBuffers {
+        x: upload(&i.x),
+        gamma: upload(&i.gamma),
+        beta: upload(&i.beta),
+        running_mean: upload(&i.running_mean),
+        running_var: upload(&i.running_var),
+        mean: output(p.c as usize),
+        invstd: output(p.c as usize),
+        y: output(p.len() as usize),
+    }
+}
+
+/// Runs the training forward `steps` times on the same buffers.
+fn run_train(p: &BatchNorm, b: &TrainBuffers, steps: usize) {
+    let passes = p
+        .prepare_train(
+            gpu(),
+            &b.x,
+            &b.gamma,
+            &b.beta,
+            &b.running_mean,
+            &b.running_var,
+            &b.mean,
+            &b.invstd,
+            &b.y,
+        )
+        .expect("prepare_train");
+    assert_eq!(passes.dispatches().len(), 5);
+    for _ in 0..steps {
+        run(&passes.dispatches().iter().collect::<Vec<_>>());
+    }
+}
+
+/// Tolerance of per-element results: statistics are f32 sums over `m` rows, whose error
+/// grows slowly (two-level chunked sums), so a small floor plus a gentle growth suffices.
+fn tol(m: u32) -> f32 {
+    5e-6 + 2e-8 * (m as f32).sqrt()
+}
+
+fn check_train(p: BatchNorm, seed: u64) {
+    let inputs = Inputs::random(&p, seed);
+    let b = upload_train(&p, &inputs);
+    run_train(&p, &b, 1);
+    let want = reference::train_forward(
+        &p,
+        &inputs.x,
+        &inputs.gamma,
+        &inputs.beta,
+        &inputs.running_mean,
+        &inputs.running_var,
+    );
+    let (c, t) = (p.c as usize, tol(p.m));
+    assert_close(
+        &format!("bn mean {p:?}"),
+        &download(&b.mean, c),
+        &want.mean,
+        t,
+        t,
+    );
+    assert_close(
+        &format!("bn invstd {p:?}"),
+        &download(&b.invstd, c),
+        &want.invstd,
+        t,
+        t,
+    );
+    let got_rm = download(&b.running_mean, c);
+    assert_close(
+        &format!("bn running_mean {p:?}"),
+        &got_rm,
+        &want.running_mean,
+        t,
+        t,
+    );
+    let got_rv = download(&b.running_var, c);
+    assert_close(
+        &format!("bn running_var {p:?}"),
+        &got_rv,
+        &want.running_var,
+        t,
+        t,
+    );
+    let got_y = download(&b.y, p.len() as usize);
+    assert_close(&format!("bn y {p:?}"), &got_y, &want.y, t, t);
+}
+
+#[test]
+fn train_forward_awkward_shapes() {
+    let shapes = [
+        (2, 1, 1, 1),
+        (1, 1, 2, 3),
+        (1, 2, 1, 67),
+        (3, 5, 7, 1),
+        (2, 3, 5, 67),
+        (4, 7, 7, 3),
+    ];
+    for (i, &(n, h, w, c)) in shapes.iter().enumerate() {
+        check_train(BatchNorm::nhwc(n, h, w, c).unwrap(), i as u64);
+    }
+    check_train(BatchNorm::nhwc(2, 9, 9, 5).unwrap().with_relu(), 10);
+    check_train(
+        BatchNorm::nhwc(8, 4, 4, 130)
+            .unwrap()
+            .with_momentum(0.3)
+            .with_eps(1e-3),
+        11,
+    );
+}
+
+#[test]
+fn train_forward_large_m() {
+    check_train(BatchNorm::nhwc(2, 240, 240, 3).unwrap(), 20);
+    check_train(BatchNorm::nhwc(1, 330, 330, 1).unwrap(), 21);
+    check_train(BatchNorm::nhwc(4, 64, 64, 7).unwrap(), 22);
+}
+
+#[test]
+fn running_stats_update_in_place_over_steps_and_results_are_deterministic() {
+    let p = BatchNorm::nhwc(3, 11, 13, 19).unwrap().with_momentum(0.25);
+    let inputs = Inputs::random(&p, 30);
+    let b = upload_train(&p, &inputs);
+    run_train(&p, &b, 3);
+    let (mut rm, mut rv) = (inputs.running_mean.clone(), inputs.running_var.clone());
+    for _ in 0..3 {
+        let r = reference::train_forward(&p, &inputs.x, &inputs.gamma, &inputs.beta, &rm, &rv);
+        (rm, rv) = (r.running_mean, r.running_var);
+    }
+    let c = p.c as usize;
+    assert_close(
+        "bn running_mean after 3 steps",
+        &download(&b.running_mean, c),
+        &rm,
+        1e-5,
+        1e-5,
+    );
+    assert_close(
+        "bn running_var after 3 steps",
+        &download(&b.running_var, c),
+        &rv,
+        1e-5,
+        1e-5,
+    );
+
+    // Same inputs, fresh buffers: bit-identical statistics and output.
+    let again = upload_train(&p, &inputs);
+    run_train(&p, &again, 1);
+    let first = upload_train(&p, &inputs);
+    run_train(&p, &first, 1);
+    let bits = |b: &PooledBuffer, n: usize| -> Vec<u32> {
+        download(b, n).iter().map(|v| v.to_bits()).collect()
+    };
+    assert_eq!(bits(&first.mean, c), bits(&again.mean, c));
+    assert_eq!(bits(&first.invstd, c), bits(&again.invstd, c));
+    assert_eq!(
+        bits(&first.y, p.len() as usize),
+        bits(&again.y, p.len() as usize)
+    );
+}
+
+#[test]
+fn eval_forward_uses_running_stats() {
+    for (i, p) in [
+        BatchNorm::new(1, 1),
+        BatchNorm::nhwc(1, 3, 3, 67).unwrap(),
+        BatchNorm::nhwc(2, 5, 5, 6).unwrap().with_relu(),
+        BatchNorm::nhwc(3, 50, 50, 5).unwrap(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let inputs = Inputs::random(&p, 40 + i as u64);
+        let b = upload_train(&p, &inputs);
+        let d = p
+            .prepare_eval(
+                gpu(),
+                &b.x,
+                &b.gamma,
+                &b.beta,
+                &b.running_mean,
+                &b.running_var,
+                &b.y,
+            )
+            .expect("prepare_eval");
+        run(&[&d]);
+        let want = reference::eval_forward(
+            &p,
+            &inputs.x,
+            &inputs.gamma,
+            &inputs.beta,
+            &inputs.running_mean,
+            &inputs.running_var,
+        );
+        let got = download(&b.y, p.len() as usize);
+        assert_close(&format!("bn eval y {p:?}"), &got, &want, 1e-5, 1e-5);
+        let rm = download(&b.running_mean, p.c as usize);
+        assert_eq!(
+            rm, inputs.running_mean,
+            "eval must not touch the running mean"
+        );
+    }
+}
+
+/// GPU backward against the reference, both fed the reference's saved statistics.
+fn check_backward(p: BatchNorm, seed: u64) {
+    let inputs = Inputs::random(&p, seed);
+    let dy = Rng::new(seed + 1000).vec(p.len() as usize);
+    let fwd = reference::train_forward(
+        &p,
+        &inputs.x,
+        &inputs.gamma,
+        &inputs.beta,
+        &inputs.running_mean,
+        &inputs.running_var,
+    );
+    let want = reference::backward(&p, &inputs.x, &dy, &inputs.gamma, &fwd.mean, &fwd.invstd);
+    let (c, n) = (p.c as usize, p.len() as usize);
+    let (dx, dgamma, dbeta) = (output(n), output(c), output(c));
+    let (bx, bdy, bgamma) = (upload(&inputs.x), upload(&dy), upload(&inputs.gamma));
+    let (bmean, binvstd) = (upload(&fwd.mean), upload(&fwd.invstd));
+    let passes = p
+        .prepare_backward(
+            gpu(),
+            &bx,
+            &bdy,
+            &bgamma,
+            &bmean,
+            &binvstd,
+            &dgamma,
+            &dbeta,
+            &dx,
+        )
+        .expect("prepare_backward");
+    run(&passes.dispatches().iter().collect::<Vec<_>>());
+    // dbeta and dgamma are sums of M terms of size ~1: scale the absolute tolerance.
+    let sum_tol = tol(p.m) * (p.m as f32).sqrt();
+    assert_close(
+        &format!("bn dbeta {p:?}"),
+        &download(&dbeta, c),
+        &want.dbeta,
+        tol(p.m),
+        sum_tol,
+    );
+    let got_dgamma = download(&dgamma, c);
+    assert_close(
+        &format!("bn dgamma {p:?}"),
+        &got_dgamma,
+        &want.dgamma,
+        tol(p.m),
+        sum_tol,
+    );
+    let t = tol(p.m);
+    assert_close(&format!("bn dx {p:?}"), &download(&dx, n), &want.dx, t, t);
+}
+
+#[test]
+fn backward_awkward_shapes() {
+    let shapes = [
+        (2, 1, 1, 1),
+        (1, 1, 2, 3),
+        (1, 2, 1, 67),
+        (3, 5, 7, 1),
+        (2, 3, 5, 67),
+        (5, 6, 7, 9),
+    ];
+    for (i, &(n, h, w, c)) in shapes.iter().enumerate() {
+        check_backward(BatchNorm::nhwc(n, h, w, c).unwrap(), 50 + i as u64);
+    }
+    check_backward(BatchNorm::nhwc(2, 240, 240, 3).unwrap(), 60);
+    check_backward(BatchNorm::nhwc(1, 330, 330, 1).unwrap(), 61);
+}
+
+/// L = Σ y ⊙ g. Central differences in f64 of the reference forward against the
+/// reference backward for x, gamma and beta. With ReLU, the backward gets g masked by
+/// y > 0 (the fused ReLU's backward), and no input sits near a kink for small h.
+fn check_finite_differences(p: BatchNorm, seed: u64) {
+    let inputs = Inputs::random(&p, seed);
+    let w = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    let (x, gamma, beta) = (w(&inputs.x), w(&inputs.gamma), w(&inputs.beta));
+    let g = w(&Rng::new(seed + 7).vec(p.len() as usize));
+    let (rm, rv) = (vec![0.0; p.c as usize], vec![1.0; p.c as usize]);
+    let loss = |x: &[f64], gamma: &[f64], beta: &[f64]| -> f64 {
+        let y = reference::train_forward_f64(&p, x, gamma, beta, &rm, &rv).y;
+        y.iter().zip(&g).map(|(y, g)| y * g).sum()
+    };
+    let fwd = reference::train_forward_f64(&p, &x, &gamma, &beta, &rm, &rv);
+    let dy: Vec<f64> = g
+        .iter()
+        .zip(&fwd.y)
+        .map(|(&g, &y)| if p.relu && y <= 0.0 { 0.0 } else { g })
+        .collect();
+    let grads = reference::backward_f64(&p, &x, &dy, &gamma, &fwd.mean, &fwd.invstd);
+    let h = 1e-6;
+    let fd = |which: usize, idx: usize| -> f64 {
+        let mut args = [x.clone(), gamma.clone(), beta.clone()];
+        args[which][idx] += h;
+        let up = loss(&args[0], &args[1], &args[2]);
+        args[which][idx] -= 2.0 * h;
+        let down = loss(&args[0], &args[1], &args[2]);
+        (up - down) / (2.0 * h)
+    };
+    let named = [
+        ("dx", &grads.dx),
+        ("dgamma", &grads.dgamma),
+        ("dbeta", &grads.dbeta),
+    ];
+    for (which, (name, grad)) in named.into_iter().enumerate() {
+        for (idx, &analytic) in grad.iter().enumerate() {
+            let numeric = fd(which, idx);
+            let err = (numeric - analytic).abs();
+            assert!(
+                err < 1e-6 * (1.0 + numeric.abs()),
+                "{name}[{idx}] {p:?}: fd {numeric} vs {analytic}"
+            );
+        }
+    }
+    println!("finite differences agree for {p:?}");
+}
+
+#[test]
+fn reference_backward_matches_finite_differences() {
+    check_finite_differences(BatchNorm::new(2, 1), 70);
+    check_finite_differences(BatchNorm::new(6, 3), 71);
+    check_finite_differences(BatchNorm::nhwc(2, 3, 2, 5).unwrap(), 72);
+    check_finite_differences(BatchNorm::nhwc(2, 3, 2, 5).unwrap().with_relu(), 73);
+}
+
+#[test]
+fn bad_params_are_errors_not_panics() {
+    let (x, y, c1, c2) = (upload(&[0.0; 64]), output(64), output(8), output(8));
+    let (c3, c4, c5, c6) = (
+        upload(&[1.0; 8]),
+        upload(&[0.0; 8]),
+        upload(&[0.0; 8]),
+        upload(&[1.0; 8]),
+    );
+    let train = |p: BatchNorm, x: &wgpu::Buffer| {
+        p.prepare_train(gpu(), x, &c3, &c4, &c5, &c6, &c1, &c2, &y)
+            .unwrap_err()
+            .to_string()
+    };
+    let err = train(BatchNorm::new(1, 8), &x);
+    assert!(
+        err.contains("more than one value") && err.contains("M = N·H·W = 1"),
+        "{err}"
+    );
+    let err = train(BatchNorm::new(8, 0), &x);
+    assert!(err.contains("positive") && err.contains("C 0"), "{err}");
+    let err = train(BatchNorm::new(8, 8).with_eps(0.0), &x);
+    assert!(err.contains("eps"), "{err}");
+    let err = train(BatchNorm::new(8, 8).with_momentum(1.5), &x);
+    assert!(err.contains("momentum") && err.contains("1.5"), "{err}");
+    // 16 rows of 8 channels need 512 bytes; x holds 64 floats (256 bytes).
+    let err = train(BatchNorm::new(16, 8), &x);
+    assert!(err.contains("binding `x`") && err.contains("512"), "{err}");
+    let err = BatchNorm::new(8, 8)
+        .prepare_eval(gpu(), &x, &c3, &c4, &c5, &c6, &x)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("same buffer"), "{err}");
+    let err = BatchNorm::nhwc(1 << 16, 1 << 16, 2, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("N·H·W"), "{err}");
+}

@@ -1,0 +1,274 @@
+//! Optimizer updates against the PyTorch formulas of the f64 reference, over several
+//! steps with a learning-rate schedule written into the uniform between steps: SGD with
+//! every momentum / dampening / Nesterov / weight-decay combination, Adam and AdamW, at
+//! awkward lengths; and PyTorch's parameter validation.
+
+mod common;
+
+use common::*;
+use wgtrain_device::kernels::optimizer::{Adam, Sgd};
+use wgtrain_device::reference::optimizer as reference;
+
+const STEPS: u32 = 5;
+
+fn widen(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+fn narrow(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// A decaying schedule, so every step after the first rewrites the uniform's lr.
+fn schedule(lr: f32, step: u32) -> f32 {
+    lr * 0.8f32.powi(step as i32 - 1)
+}
+
+fn check_sgd(p: Sgd, steps: u32, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let n = p.count as usize;
+    let param0 = rng.vec(n);
+    let dparam = upload(&param0);
+    let dgrad = output(n);
+    // NaN: PyTorch's first step ignores (creates) the buffer, so must the kernel.
+    let dbuf = (p.momentum != 0.0).then(|| output(n));
+    let update = p
+        .prepare(gpu(), &dparam, &dgrad, dbuf.as_deref())
+        .expect("prepare sgd");
+    let (mut param, mut buf) = (widen(&param0), vec![0.0; n]);
+    for step in 1..=steps {
+        let grad = rng.vec(n);
+        gpu().write(&dgrad, &grad);
+        let lr = schedule(p.lr, step);
+        // A fresh dispatch holds step 1 at p.lr: only later steps need a rewrite.
+        if step > 1 {
+            p.write_step(gpu(), &update, step, lr).expect("write_step");
+        }
+        run(&[&update]);
+        reference::sgd_step(&p, step, lr, &mut param, &grad, &mut buf);
+    }
+    let what = format!("sgd param n={n} {p:?}");
+    assert_close(&what, &download(&dparam, n), &narrow(&param), 2e-6, 2e-6);
+    if let Some(dbuf) = &dbuf {
+        assert_close(
+            &format!("sgd momentum_buf n={n}"),
+            &download(dbuf, n),
+            &narrow(&buf),
+            2e-6,
+            2e-6,
+        );
+    }
+}
+
+#[test]
+fn sgd_matches_reference_over_steps() {
+    let combos = [
+        Sgd::new(0, 0.1),
+        Sgd::new(0, 0.1).with_weight_decay(0.05),
+        Sgd::new(0, 0.1).with_momentum(0.9),
+        Sgd::new(0, 0.1)
+            .with_momentum(0.9)
+            .with_dampening(0.3)
+            .with_weight_decay(0.01),
+        Sgd::new(0, 0.1).with_momentum(0.8).with_nesterov(),
+        Sgd::new(0, 0.05)
+            .with_momentum(0.9)
+            .with_nesterov()
+            .with_weight_decay(0.1),
+    ];
+    for (i, combo) in combos.into_iter().enumerate() {
+        for count in [1, 3, 1000, 4099] {
+            check_sgd(Sgd { count, ..combo }, STEPS, 10 * i as u64 + count as u64);
+        }
+    }
+}
+
+struct AdamRun {
+    param: Vec<f32>,
+    exp_avg: Vec<f32>,
+    exp_avg_sq: Vec<f32>,
+}
+
+/// `steps` GPU steps of `p` from seeded inputs; checked against the reference.
+fn run_adam(p: Adam, steps: u32, seed: u64) -> AdamRun {
+    let mut rng = Rng::new(seed);
+    let n = p.count as usize;
+    let param0 = rng.vec(n);
+    let (dparam, dgrad) = (upload(&param0), output(n));
+    let (dm, dv) = (upload(&vec![0.0; n]), upload(&vec![0.0; n]));
+    let update = p
+        .prepare(gpu(), &dparam, &dgrad, &dm, &dv)
+        .expect("prepare adam");
+    let (mut param, mut m, mut v) = (widen(&param0), vec![0.0; n], vec![0.0; n]);
+    for step in 1..=steps {
+        let grad = rng.vec(n);
+        gpu().write(&dgrad, &grad);
+        let lr = schedule(p.lr, step);
+        if step > 1 {
+            p.write_step(gpu(), &update, step, lr).expect("write_step");
+        }
+        run(&[&update]);
+        reference::adam_step(&p, step, lr, &mut param, &grad, &mut m, &mut v);
+    }
+    let got = AdamRun {
+        param: download(&dparam, n),
+        exp_avg: download(&dm, n),
+        exp_avg_sq: download(&dv, n),
+    };
+    let name = if p.decoupled { "adamw" } else { "adam" };
+    assert_close(
+        &format!("{name} param n={n} {p:?}"),
+        &got.param,
+        &narrow(&param),
+        2e-6,
+        2e-6,
+    );
+    assert_close(
+        &format!("{name} exp_avg n={n}"),
+        &got.exp_avg,
+        &narrow(&m),
+        2e-6,
+        1e-7,
+    );
+    assert_close(
+        &format!("{name} exp_avg_sq n={n}"),
+        &got.exp_avg_sq,
+        &narrow(&v),
+        2e-6,
+        1e-9,
+    );
+    got
+}
+
+#[test]
+fn adam_and_adamw_match_reference_over_steps() {
+    let combos = [
+        Adam::new(0, 0.01),
+        Adam::new(0, 0.01).with_weight_decay(0.1),
+        Adam::new(0, 0.02).with_betas(0.5, 0.9).with_eps(1e-3),
+        Adam::adamw(0, 0.01),
+        Adam::adamw(0, 0.01)
+            .with_weight_decay(0.3)
+            .with_betas(0.0, 0.5),
+    ];
+    for (i, combo) in combos.into_iter().enumerate() {
+        for count in [1, 3, 1000, 4099] {
+            run_adam(
+                Adam { count, ..combo },
+                STEPS,
+                100 + 10 * i as u64 + count as u64,
+            );
+        }
+    }
+}
+
+#[test]
+fn adam_and_adamw_differ_only_with_weight_decay() {
+    let n = 513;
+    let decayed_adam = run_adam(Adam::new(n, 0.01).with_weight_decay(0.1), 3, 7);
+    let decayed_adamw = run_adam(Adam::adamw(n, 0.01).with_weight_decay(0.1), 3, 7);
+    let diff = decayed_adam
+        .param
+        .iter()
+        .zip(&decayed_adamw.param)
+        .map(|(a, b)| (a - b).abs());
+    let max_diff = diff.fold(0.0f32, f32::max);
+    assert!(
+        max_diff > 1e-4,
+        "Adam and AdamW with weight decay 0.1 agree to {max_diff}"
+    );
+
+    let plain_adam = run_adam(Adam::new(n, 0.01), 3, 7);
+    let plain_adamw = run_adam(Adam::adamw(n, 0.01).with_weight_decay(0.0), 3, 7);
+    assert_eq!(
+        plain_adam.param, plain_adamw.param,
+        "without weight decay they are the same"
+    );
+}
+
+#[test]
+fn long_parameter_vectors() {
+    let count = 1_000_003;
+    check_sgd(
+        Sgd::new(count, 0.1)
+            .with_momentum(0.9)
+            .with_nesterov()
+            .with_weight_decay(0.01),
+        3,
+        1,
+    );
+    run_adam(Adam::adamw(count, 0.01), 3, 2);
+}
+
+#[test]
+fn bad_params_are_errors_not_panics() {
+    let (w, g, s1, s2) = (upload(&[0.0; 8]), upload(&[0.0; 8]), output(8), output(8));
+    let sgd =
+        |p: Sgd, buf: Option<&wgpu::Buffer>| p.prepare(gpu(), &w, &g, buf).unwrap_err().to_string();
+    let adam = |p: Adam| p.prepare(gpu(), &w, &g, &s1, &s2).unwrap_err().to_string();
+    let expect = |err: String, words: &[&str]| {
+        assert!(
+            words.iter().all(|w| err.contains(w)),
+            "{err:?} should contain {words:?}"
+        );
+    };
+    expect(sgd(Sgd::new(8, -0.1), None), &["learning rate", "-0.1"]);
+    expect(sgd(Sgd::new(8, f32::NAN), None), &["learning rate", "NaN"]);
+    expect(
+        sgd(Sgd::new(8, 0.1).with_nesterov(), None),
+        &["Nesterov", "momentum 0"],
+    );
+    let damped = Sgd::new(8, 0.1)
+        .with_momentum(0.9)
+        .with_dampening(0.1)
+        .with_nesterov();
+    expect(sgd(damped, Some(&s1)), &["Nesterov", "dampening 0.1"]);
+    expect(
+        sgd(Sgd::new(8, 0.1).with_momentum(-0.5), None),
+        &["momentum", "-0.5"],
+    );
+    expect(
+        sgd(Sgd::new(8, 0.1).with_weight_decay(-1.0), None),
+        &["weight_decay", "-1"],
+    );
+    expect(
+        sgd(Sgd::new(8, 0.1).with_momentum(0.9), None),
+        &["momentum buffer", "not given"],
+    );
+    expect(
+        sgd(Sgd::new(8, 0.1), Some(&s1)),
+        &["momentum buffer", "given"],
+    );
+    expect(sgd(Sgd::new(0, 0.1), None), &["count", "positive"]);
+    expect(adam(Adam::new(8, -1.0)), &["Adam:", "learning rate"]);
+    expect(
+        adam(Adam::new(8, 0.1).with_betas(1.0, 0.999)),
+        &["beta parameter at index 0", "1"],
+    );
+    expect(
+        adam(Adam::adamw(8, 0.1).with_betas(0.9, -0.1)),
+        &["AdamW", "index 1", "-0.1"],
+    );
+    expect(adam(Adam::new(8, 0.1).with_eps(-1e-8)), &["epsilon"]);
+    expect(
+        adam(Adam::adamw(8, 0.1).with_weight_decay(-0.01)),
+        &["weight_decay"],
+    );
+    // 128 parameters need 512 bytes; the buffers hold 8 floats (256 bytes pooled).
+    expect(adam(Adam::new(128, 0.1)), &["binding `param`", "512"]);
+    let ok = Adam::new(8, 0.1);
+    expect(
+        ok.uniform_bytes(0, 0.1).unwrap_err().to_string(),
+        &["step 0"],
+    );
+    expect(
+        ok.uniform_bytes(1, -2.0).unwrap_err().to_string(),
+        &["learning rate", "-2"],
+    );
+    let update = ok.prepare(gpu(), &w, &g, &s1, &s2).expect("valid adam");
+    let wrong = Sgd::new(8, 0.1)
+        .write_step(gpu(), &update, 2, 0.1)
+        .unwrap_err()
+        .to_string();
+    expect(wrong, &["uniform buffer of 32 bytes"]);
+}

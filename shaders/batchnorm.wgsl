@@ -1,0 +1,247 @@
+// batchnorm.wgsl — batch normalisation over the channels of an NHWC tensor viewed as
+// x[M, C] (M = N·H·W rows, channels contiguous), with PyTorch BatchNorm2d semantics.
+//
+// Entry points, in recording order:
+//   training forward:  column_partials (SQUARED_DEVIATIONS = false), finalize_mean,
+//                      column_partials (SQUARED_DEVIATIONS = true), finalize_variance,
+//                      normalize (RUNNING_STATS = false)
+//   inference forward: normalize (RUNNING_STATS = true)
+//   backward:          backward_partials, backward_finalize, backward_dx
+//
+// Bindings (p = uniform Params at 0; the others in order from 1; each entry point binds
+// only its own, so one binding number serves different variables in different entries):
+//   column_partials:   x [M, C], mean [C] (read only when SQUARED_DEVIATIONS),
+//                      partials [chunks, C]
+//   finalize_mean:     partials [chunks, C], mean_out [C]
+//   finalize_variance: partials [chunks, C], mean [C], invstd_out [C],
+//                      running_mean [C], running_var [C] (both updated in place)
+//   normalize:         x [M, C], mean [C], spread [C] (invstd, or the running variance
+//                      when RUNNING_STATS), gamma [C], beta [C], y [M, C]
+//   backward_partials: x, mean, invstd, dy [M, C], partials [2, chunks, C]
+//   backward_finalize: partials [2, chunks, C], dgamma_out [C], dbeta_out [C]
+//   backward_dx:       x, mean, invstd, dy, gamma, dgamma [C], dbeta [C], dx [M, C]
+//
+// Column reductions are deterministic, without atomics: rows are cut into `chunks`
+// chunks of `rows_per_chunk`; invocation i = chunk · C + channel sums its chunk's rows
+// in order into partials[i] (neighbouring invocations read neighbouring channels, so
+// loads are contiguous), then a finalize pass sums each channel's partials in chunk
+// order. The chunking depends only on (M, C), so a shape always gives the same bits.
+// Dispatch: 1-D grids of WG invocations (spread over x and y, see grid_1d) over
+// chunks · C (partials), C (finalize) or M · C (element-wise) invocations; the linear
+// index is (wid.y · nwg.x + wid.x) · WG + lid.x and every entry returns past its count.
+
+struct Params {
+    m: u32,
+    c: u32,
+    chunks: u32,
+    rows_per_chunk: u32,
+    // m · c: the element count of x.
+    count: u32,
+    eps: f32,
+    momentum: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// Element-wise and partial-sum inputs.
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> mean: array<f32>;
+@group(0) @binding(3) var<storage, read> invstd: array<f32>;
+@group(0) @binding(4) var<storage, read> dy: array<f32>;
+
+// column_partials
+@group(0) @binding(3) var<storage, read_write> partials_out: array<f32>;
+// backward_partials
+@group(0) @binding(5) var<storage, read_write> grad_partials_out: array<f32>;
+
+// finalize_* and backward_finalize
+@group(0) @binding(1) var<storage, read> partials: array<f32>;
+@group(0) @binding(2) var<storage, read_write> mean_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> invstd_out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> running_mean: array<f32>;
+@group(0) @binding(5) var<storage, read_write> running_var: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dgamma_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dbeta_out: array<f32>;
+
+// normalize (spread shares binding 3 with invstd: same role, read only)
+@group(0) @binding(4) var<storage, read> gamma: array<f32>;
+@group(0) @binding(5) var<storage, read> beta: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+
+// backward_dx
+@group(0) @binding(5) var<storage, read> gamma_bwd: array<f32>;
+@group(0) @binding(6) var<storage, read> dgamma: array<f32>;
+@group(0) @binding(7) var<storage, read> dbeta: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dx: array<f32>;
+
+override WG: u32 = 256u;
+override SQUARED_DEVIATIONS: bool = false;
+override RUNNING_STATS: bool = false;
+override RELU: bool = false;
+
+fn linear(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid.x;
+}
+
+// Partial column sums of x (or of (x - mean)², the second pass of the two-pass
+// variance, which avoids the cancellation of E[x²] - E[x]²).
+@compute @workgroup_size(WG)
+fn column_partials(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let i = linear(wid, nwg, lid);
+    if (i >= p.chunks * p.c) {
+        return;
+    }
+    let chunk = i / p.c;
+    let ch = i - chunk * p.c;
+    let r0 = chunk * p.rows_per_chunk;
+    let r1 = min(r0 + p.rows_per_chunk, p.m);
+    var centre = 0.0;
+    if (SQUARED_DEVIATIONS) {
+        centre = mean[ch];
+    }
+    var acc = 0.0;
+    for (var r = r0; r < r1; r++) {
+        let v = x[r * p.c + ch];
+        if (SQUARED_DEVIATIONS) {
+            let d = v - centre;
+            acc = fma(d, d, acc);
+        } else {
+            acc += v;
+        }
+    }
+    partials_out[i] = acc;
+}
+
+// Sum of one channel's partials in chunk order (fixed, hence deterministic).
+fn channel_total(ch: u32, first: u32) -> f32 {
+    var acc = 0.0;
+    for (var k = 0u; k < p.chunks; k++) {
+        acc += partials[first + k * p.c + ch];
+    }
+    return acc;
+}
+
+@compute @workgroup_size(WG)
+fn finalize_mean(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let ch = linear(wid, nwg, lid);
+    if (ch >= p.c) {
+        return;
+    }
+    mean_out[ch] = channel_total(ch, 0u) / f32(p.m);
+}
+
+// Biased variance → invstd for the normalisation; the unbiased variance (the host
+// checked M > 1) goes into the running estimate, as in PyTorch.
+@compute @workgroup_size(WG)
+fn finalize_variance(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let ch = linear(wid, nwg, lid);
+    if (ch >= p.c) {
+        return;
+    }
+    let sq = channel_total(ch, 0u);
+    invstd_out[ch] = 1.0 / sqrt(sq / f32(p.m) + p.eps);
+    let keep = 1.0 - p.momentum;
+    running_mean[ch] = keep * running_mean[ch] + p.momentum * mean[ch];
+    running_var[ch] = keep * running_var[ch] + p.momentum * (sq / f32(p.m - 1u));
+}
+
+// y = gamma · (x - mean) · invstd + beta (then ReLU when RELU).
+@compute @workgroup_size(WG)
+fn normalize(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let i = linear(wid, nwg, lid);
+    if (i >= p.count) {
+        return;
+    }
+    let ch = i % p.c;
+    var inv = invstd[ch];
+    if (RUNNING_STATS) {
+        // Inference: the spread binding holds the running variance.
+        inv = 1.0 / sqrt(inv + p.eps);
+    }
+    var v = fma((x[i] - mean[ch]) * inv, gamma[ch], beta[ch]);
+    if (RELU) {
+        v = max(v, 0.0);
+    }
+    y[i] = v;
+}
+
+// Partial sums of dy (→ dbeta) and dy · xhat (→ dgamma), laid out [2, chunks, C].
+@compute @workgroup_size(WG)
+fn backward_partials(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let i = linear(wid, nwg, lid);
+    let total = p.chunks * p.c;
+    if (i >= total) {
+        return;
+    }
+    let chunk = i / p.c;
+    let ch = i - chunk * p.c;
+    let r0 = chunk * p.rows_per_chunk;
+    let r1 = min(r0 + p.rows_per_chunk, p.m);
+    let mu = mean[ch];
+    var sum_dy = 0.0;
+    var sum_dy_xc = 0.0;
+    for (var r = r0; r < r1; r++) {
+        let idx = r * p.c + ch;
+        let g = dy[idx];
+        sum_dy += g;
+        sum_dy_xc = fma(g, x[idx] - mu, sum_dy_xc);
+    }
+    grad_partials_out[i] = sum_dy;
+    // invstd is constant over the column: scale once instead of per row.
+    grad_partials_out[total + i] = sum_dy_xc * invstd[ch];
+}
+
+@compute @workgroup_size(WG)
+fn backward_finalize(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let ch = linear(wid, nwg, lid);
+    if (ch >= p.c) {
+        return;
+    }
+    dgamma_out[ch] = channel_total(ch, p.chunks * p.c);
+    dbeta_out[ch] = channel_total(ch, 0u);
+}
+
+// dx = gamma · invstd / M · (M · dy - dbeta - xhat · dgamma), written as
+// gamma · invstd · (dy - (dbeta + xhat · dgamma) / M).
+@compute @workgroup_size(WG)
+fn backward_dx(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let i = linear(wid, nwg, lid);
+    if (i >= p.count) {
+        return;
+    }
+    let ch = i % p.c;
+    let inv = invstd[ch];
+    let xhat = (x[i] - mean[ch]) * inv;
+    let inv_m = 1.0 / f32(p.m);
+    let correction = fma(xhat, dgamma[ch], dbeta[ch]) * inv_m;
+    dx[i] = gamma_bwd[ch] * inv * (dy[i] - correction);
+}

@@ -1,0 +1,134 @@
+// optimizer.wgsl — in-place parameter updates with PyTorch's torch.optim formulas.
+//
+//   sgd            g = grad + weight_decay · param;  param -= lr · g
+//   sgd_momentum   the same with a momentum buffer: buf = g on the first step, else
+//                  buf = momentum · buf + (1 - dampening) · g; then g = g + momentum · buf
+//                  when NESTEROV, else g = buf
+//   adam           Adam (g += weight_decay · param) or, when DECOUPLED, AdamW
+//                  (param *= 1 - lr · weight_decay); then
+//                  m = b1 · m + (1 - b1) · g,  v = b2 · v + (1 - b2) · g²,
+//                  param -= (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps)
+//                  with bc1 = 1 - b1^t and bc2 = 1 - b2^t from the host (in f64)
+//
+// Bindings (the uniform at 0; every tensor has `count` elements):
+//   sgd:          sp uniform SgdParams, param (read_write), grad (read)
+//   sgd_momentum: sp uniform SgdParams, param (read_write), grad (read), buf (read_write)
+//   adam:         ap uniform AdamParams, param (read_write), grad (read),
+//                 exp_avg (read_write), exp_avg_sq (read_write)
+// The learning rate and every step-dependent number live in the uniform, so a schedule
+// rewrites it with Queue::write_buffer instead of building a new pipeline.
+// Dispatch: memory bound, one invocation per element, a 1-D grid of WG invocations
+// spread over x and y (grid_1d); i = (wid.y · nwg.x + wid.x) · WG + lid.x, and
+// invocations with i >= count return.
+
+struct SgdParams {
+    count: u32,
+    lr: f32,
+    momentum: f32,
+    dampening: f32,
+    weight_decay: f32,
+    // 1 on the first step: the momentum buffer starts as a copy of g.
+    first_step: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+struct AdamParams {
+    count: u32,
+    step: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    // 1 - beta1^step
+    bias_correction1: f32,
+    // sqrt(1 - beta2^step)
+    bias_correction2_sqrt: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> sp: SgdParams;
+@group(0) @binding(0) var<uniform> ap: AdamParams;
+@group(0) @binding(1) var<storage, read_write> param: array<f32>;
+@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> buf: array<f32>;
+@group(0) @binding(3) var<storage, read_write> exp_avg: array<f32>;
+@group(0) @binding(4) var<storage, read_write> exp_avg_sq: array<f32>;
+
+override WG: u32 = 256u;
+override NESTEROV: bool = false;
+override DECOUPLED: bool = false;
+
+fn linear(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid.x;
+}
+
+@compute @workgroup_size(WG)
+fn sgd(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let i = linear(wid, nwg, lid);
+    if (i >= sp.count) {
+        return;
+    }
+    let w = param[i];
+    let g = grad[i] + sp.weight_decay * w;
+    param[i] = w - sp.lr * g;
+}
+
+@compute @workgroup_size(WG)
+fn sgd_momentum(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let i = linear(wid, nwg, lid);
+    if (i >= sp.count) {
+        return;
+    }
+    let w = param[i];
+    var g = grad[i] + sp.weight_decay * w;
+    var b = g;
+    if (sp.first_step == 0u) {
+        b = sp.momentum * buf[i] + (1.0 - sp.dampening) * g;
+    }
+    buf[i] = b;
+    if (NESTEROV) {
+        g = g + sp.momentum * b;
+    } else {
+        g = b;
+    }
+    param[i] = w - sp.lr * g;
+}
+
+@compute @workgroup_size(WG)
+fn adam(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let i = linear(wid, nwg, lid);
+    if (i >= ap.count) {
+        return;
+    }
+    var w = param[i];
+    var g = grad[i];
+    if (DECOUPLED) {
+        w = w * (1.0 - ap.lr * ap.weight_decay);
+    } else {
+        g = g + ap.weight_decay * w;
+    }
+    let m = ap.beta1 * exp_avg[i] + (1.0 - ap.beta1) * g;
+    let v = ap.beta2 * exp_avg_sq[i] + (1.0 - ap.beta2) * g * g;
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+    // PyTorch's order of operations: denom = sqrt(v) / sqrt(bc2) + eps, then
+    // param -= (lr / bc1) · (m / denom).
+    let denom = sqrt(v) / ap.bias_correction2_sqrt + ap.eps;
+    param[i] = w - (ap.lr / ap.bias_correction1) * (m / denom);
+}
