@@ -8,7 +8,11 @@
 //   c     [M, N]
 // Dispatch: (ceil(N / (WG_X * TN)), ceil(M / (WG_Y * TM)), batch).
 //
-// Register blocking without shared memory or barriers: each invocation owns TM = 4
+// Two entry points with the same bindings and geometry: `matmul` for any shape (below)
+// and `matmul_vec4` for shapes whose blocks are vec4-aligned (further down, 1.6x faster
+// on lavapipe). The host picks `matmul_vec4` whenever the shape allows.
+//
+// `matmul`: register blocking without shared memory or barriers: each invocation owns TM = 4
 // contiguous rows and TN = 4 columns strided by WG_X, so neighbouring invocations read
 // neighbouring columns of B (one vector load across SIMD lanes on a CPU adapter such as
 // lavapipe, coalesced loads on a GPU) and share A's values (a broadcast).
@@ -119,59 +123,73 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     }
 }
 
-// matmul_row_lanes — the same product, shaped for CPU adapters (lavapipe), which run
-// 8 invocations per AVX2 vector: a load whose address is the same for every lane is one
-// scalar load and a broadcast, a load whose address differs per lane is a loop over the
-// lanes. So here each invocation owns ONE row of C and TN = 8 columns; the columns are the
-// same for the whole workgroup, so every load of B is uniform (any layout of B), and A is
-// read along K as vec4s: one per-lane load feeds 4 k-steps of 8 FMAs.
-// Requires !TRANS_A, K % 4 == 0 and stride_a % 4 == 0 (A's rows start on a vec4).
-// Dispatch: (ceil(N / 8), ceil(M / WG_X), batch).
-// Bounds: rows past M clamp their loads and skip stores; columns past N clamp their
-// loads and skip stores.
+// matmul_vec4 — the same product with every load a vec4, for aligned shapes.
+// On lavapipe each storage load costs a loop over the SIMD lanes whatever its width, so
+// loading 4 floats at a time and reusing each one 4 times is what pays. Each invocation
+// owns a 4 x 4 block of C and walks K in chunks of 4, loading a 4 x 4 block of op(A) as
+// four vec4s (along K when A is [M, K], along M when A is [K, M]) and likewise of op(B)
+// (along N when B is [K, N], along K when B is [N, K]): 8 loads feed 64 FMAs.
+// Requires K % 4 == 0; M % 4 == 0 when TRANS_A; N % 4 == 0 unless TRANS_B; every batch
+// stride a multiple of 4 (all checked on the host).
+// Dispatch: (ceil(N / (4 * WG_X)), ceil(M / (4 * WG_Y)), batch), like `matmul`.
+// Bounds: rows and columns past M and N clamp their loads and skip their stores.
 
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
 
-const TN_ROW_LANES: u32 = 8u;
-
-@compute @workgroup_size(WG_X, 1, 1)
-fn matmul_row_lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row = wid.y * WG_X + lid.x;
-    let rc = min(row, p.m - 1u);
-    let col0 = wid.x * TN_ROW_LANES;
-    let k4 = p.k / 4u;
-    let a_base4 = wid.z * (p.stride_a / 4u) + rc * k4;
-    let b_base = wid.z * p.stride_b;
-    // Column j of op(B) at step kk is b[b_col[j] + kk * b_step] (clamped columns).
-    var b_col0: vec4<u32>;
-    var b_col1: vec4<u32>;
-    var b_step: u32;
-    let cl0 = min(vec4<u32>(col0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
-    let cl1 = min(vec4<u32>(col0) + vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(p.n - 1u));
-    if (TRANS_B) {
-        b_col0 = vec4<u32>(b_base) + cl0 * p.k;
-        b_col1 = vec4<u32>(b_base) + cl1 * p.k;
-        b_step = 1u;
-    } else {
-        b_col0 = vec4<u32>(b_base) + cl0;
-        b_col1 = vec4<u32>(b_base) + cl1;
-        b_step = p.n;
+// The 4 x 4 block of op(A) for k-chunk kc, as rows: result[i][t] = op(A)[row0 + i, 4kc + t].
+fn load_a_block(a_base4: u32, row0: u32, kc: u32) -> mat4x4<f32> {
+    if (TRANS_A) {
+        // A is [K, M]: four vec4s along M, one per k, then transpose.
+        let m4 = p.m / 4u;
+        let g = min(row0, p.m - 4u) / 4u;
+        let k0 = kc * 4u;
+        return transpose(mat4x4<f32>(
+            a4[a_base4 + k0 * m4 + g], a4[a_base4 + (k0 + 1u) * m4 + g],
+            a4[a_base4 + (k0 + 2u) * m4 + g], a4[a_base4 + (k0 + 3u) * m4 + g]));
     }
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    for (var kc = 0u; kc < k4; kc++) {
-        let av = a4[a_base4 + kc];
-        for (var t = 0u; t < 4u; t++) {
-            let kb = (kc * 4u + t) * b_step;
-            let b0 = vec4<f32>(b[b_col0.x + kb], b[b_col0.y + kb], b[b_col0.z + kb], b[b_col0.w + kb]);
-            let b1 = vec4<f32>(b[b_col1.x + kb], b[b_col1.y + kb], b[b_col1.z + kb], b[b_col1.w + kb]);
-            acc0 = fma(vec4<f32>(av[t]), b0, acc0);
-            acc1 = fma(vec4<f32>(av[t]), b1, acc1);
-        }
+    let k4 = p.k / 4u;
+    let last = p.m - 1u;
+    return mat4x4<f32>(
+        a4[a_base4 + min(row0, last) * k4 + kc], a4[a_base4 + min(row0 + 1u, last) * k4 + kc],
+        a4[a_base4 + min(row0 + 2u, last) * k4 + kc], a4[a_base4 + min(row0 + 3u, last) * k4 + kc]);
+}
+
+// The 4 x 4 block of op(B) for k-chunk kc, as rows: result[t][j] = op(B)[4kc + t, col0 + j].
+fn load_b_block(b_base4: u32, col0: u32, kc: u32) -> mat4x4<f32> {
+    if (TRANS_B) {
+        // B is [N, K]: four vec4s along K, one per column, then transpose.
+        let k4 = p.k / 4u;
+        let last = p.n - 1u;
+        return transpose(mat4x4<f32>(
+            b4[b_base4 + min(col0, last) * k4 + kc], b4[b_base4 + min(col0 + 1u, last) * k4 + kc],
+            b4[b_base4 + min(col0 + 2u, last) * k4 + kc], b4[b_base4 + min(col0 + 3u, last) * k4 + kc]));
+    }
+    let n4 = p.n / 4u;
+    let g = min(col0, p.n - 4u) / 4u;
+    let k0 = kc * 4u;
+    return mat4x4<f32>(
+        b4[b_base4 + k0 * n4 + g], b4[b_base4 + (k0 + 1u) * n4 + g],
+        b4[b_base4 + (k0 + 2u) * n4 + g], b4[b_base4 + (k0 + 3u) * n4 + g]);
+}
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = (wid.y * WG_Y + lid.y) * 4u;
+    let col0 = (wid.x * WG_X + lid.x) * 4u;
+    let a_base4 = wid.z * (p.stride_a / 4u);
+    let b_base4 = wid.z * (p.stride_b / 4u);
+    // WGSL indexes matrices m[column][row]; the loaders return m[i][t] = block(i, t),
+    // so (B * A)[i][j] = sum_t A(i, t) B(t, j): acc[i][j] is C(row0 + i, col0 + j).
+    var acc = mat4x4<f32>();
+    for (var kc = 0u; kc < p.k / 4u; kc++) {
+        // 64 FMAs from 8 vec4 loads.
+        acc += load_b_block(b_base4, col0, kc) * load_a_block(a_base4, row0, kc);
     }
     let c_base = wid.z * p.stride_c;
-    for (var j = 0u; j < 4u; j++) {
-        store(row, col0 + j, c_base, acc0[j]);
-        store(row, col0 + 4u + j, c_base, acc1[j]);
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            store(row0 + i, col0 + j, c_base, acc[i][j]);
+        }
     }
 }

@@ -74,6 +74,30 @@ fn forward_batched_broadcast_bias_relu_accumulate() {
     );
 }
 
+/// Shapes that take the vec4 path (K % 4 == 0, and M or N as the transposes need),
+/// including partial blocks at the edges of M and N.
+#[test]
+fn forward_vec4_path_all_transposes() {
+    let shapes = [
+        (4, 4, 4),
+        (36, 44, 28),
+        (68, 12, 20),
+        (8, 100, 64),
+        (132, 36, 8),
+    ];
+    for (i, &(m, n, k)) in shapes.iter().enumerate() {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let mut p = Matmul::new(m, n, k).batched(2);
+            p.trans_a = ta;
+            p.trans_b = tb;
+            assert!(p.vec4_eligible(), "{p:?}");
+            check_forward(p, 200 + i as u64);
+            check_forward(p.with_bias().with_relu(), 300 + i as u64);
+            check_forward(p.accumulating(), 400 + i as u64);
+        }
+    }
+}
+
 #[test]
 fn forward_large_enough_to_span_many_workgroups() {
     check_forward(Matmul::new(257, 300, 150), 7);

@@ -171,25 +171,18 @@ impl Matmul {
             stride_c: self.stride_c,
             pad: 0,
         };
-        if gpu.is_cpu() && self.row_lanes_eligible() {
-            let wg = 64u32;
-            let groups = [self.n.div_ceil(8), self.m.div_ceil(wg), self.batch];
-            return self
-                .builder(gpu, "matmul_row_lanes", &params)
-                .constant("WG_X", wg)
-                .read("a", a, ea)
-                .read("b", b, eb)
-                .read_opt("bias", bias, self.n as u64)
-                .write("c", c, ec)
-                .build(groups);
-        }
+        let entry = if self.vec4_eligible() {
+            "matmul_vec4"
+        } else {
+            "matmul"
+        };
         let (wg_x, wg_y) = (8u32, 8u32);
         let groups = [
             self.n.div_ceil(wg_x * TN),
             self.m.div_ceil(wg_y * TM),
             self.batch,
         ];
-        self.builder(gpu, "matmul", &params)
+        self.builder(gpu, entry, &params)
             .constant("WG_X", wg_x)
             .constant("WG_Y", wg_y)
             .read("a", a, ea)
@@ -199,9 +192,14 @@ impl Matmul {
             .build(groups)
     }
 
-    /// `matmul_row_lanes` reads A's rows as vec4s: they must start on a vec4.
-    fn row_lanes_eligible(&self) -> bool {
-        !self.trans_a && self.k % 4 == 0 && self.stride_a % 4 == 0
+    /// `matmul_vec4` reads 4 x 4 blocks as vec4s along K and along M (transposed A) or N
+    /// (plain B): those extents and every batch stride must be multiples of 4.
+    pub fn vec4_eligible(&self) -> bool {
+        self.k % 4 == 0
+            && (!self.trans_a || self.m % 4 == 0)
+            && (self.trans_b || self.n % 4 == 0)
+            && self.stride_a % 4 == 0
+            && self.stride_b % 4 == 0
     }
 
     fn builder<'a>(
