@@ -14,6 +14,9 @@ use wgtrain::prelude::*;
 fn main() -> Result<()> {
     let adapters = Gpu::list_adapters();
     println!("adapters visible to wgpu (index for WGTRAIN_ADAPTER):");
+    if adapters.is_empty() {
+        println!("  (none)");
+    }
     for (i, a) in adapters.iter().enumerate() {
         println!(
             "  [{i}] {} ({:?}, {:?}, driver {})",
