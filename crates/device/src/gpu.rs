@@ -15,6 +15,7 @@
 //! hand it back as [`DeviceError::Gpu`] from the next [`Gpu::sync`] or download, so a
 //! user never sees a raw validation dump.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
@@ -40,6 +41,7 @@ pub struct Gpu {
     pool: BufferPool,
     pub(crate) pipelines: PipelineCache,
     uncaptured: Arc<Mutex<Vec<String>>>,
+    submissions: AtomicU64,
     /// Bound where a kernel's optional input (e.g. bias) is absent.
     pub(crate) placeholder: wgpu::Buffer,
 }
@@ -117,6 +119,7 @@ impl Gpu {
             pool,
             pipelines,
             uncaptured,
+            submissions: AtomicU64::new(0),
             placeholder,
         })
     }
@@ -199,7 +202,13 @@ impl Gpu {
 
     /// Submits one encoder's commands.
     pub fn submit(&self, encoder: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+        self.submissions.fetch_add(1, Ordering::Relaxed);
         self.queue.submit(Some(encoder.finish()))
+    }
+
+    /// Queue submissions made through [`Gpu::submit`] (downloads included) so far.
+    pub fn submissions(&self) -> u64 {
+        self.submissions.load(Ordering::Relaxed)
     }
 
     /// Waits for all submitted work, then reports any GPU error raised meanwhile.

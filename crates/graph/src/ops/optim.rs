@@ -1,0 +1,230 @@
+//! Optimizers as graph nodes: each parameter's update runs on the GPU inside the
+//! training step's submission, in place on the parameter and its optimizer state. The
+//! learning rate and step live in the update's uniform buffer and are rewritten before
+//! every run, so a schedule never recompiles. [`Graph::minimize`] wires it all up.
+
+use wgtrain_device::kernels::optimizer::{Adam, Sgd};
+use wgtrain_device::{Dispatch, Gpu};
+
+use crate::autodiff::Gradients;
+use crate::error::{GraphError, Result};
+use crate::graph::{Graph, NodeId};
+use crate::init::Init;
+use crate::op::{LowerCtx, Mode, Op, StepInfo, expect};
+use crate::ops::loss::CORRECT;
+use crate::tensor::{TensorType, Value};
+
+/// An optimizer and its hyper-parameters (PyTorch's semantics and defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer {
+    /// `torch.optim.SGD`.
+    Sgd {
+        momentum: f32,
+        dampening: f32,
+        weight_decay: f32,
+        nesterov: bool,
+    },
+    /// `torch.optim.Adam`, or `AdamW` when `decoupled`.
+    Adam {
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+        decoupled: bool,
+    },
+}
+
+impl Optimizer {
+    /// Plain SGD.
+    pub fn sgd() -> Self {
+        Optimizer::Sgd {
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        }
+    }
+
+    /// SGD with momentum (and optionally Nesterov) and weight decay.
+    pub fn sgd_momentum(momentum: f32, weight_decay: f32, nesterov: bool) -> Self {
+        Optimizer::Sgd {
+            momentum,
+            dampening: 0.0,
+            weight_decay,
+            nesterov,
+        }
+    }
+
+    /// Adam with PyTorch's defaults.
+    pub fn adam() -> Self {
+        Optimizer::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+        }
+    }
+
+    /// AdamW with the given decoupled weight decay.
+    pub fn adamw(weight_decay: f32) -> Self {
+        Optimizer::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            decoupled: true,
+        }
+    }
+}
+
+/// The in-place update of one parameter. Inputs: `param`, `grad`, then the optimizer
+/// state (SGD: the momentum buffer when momentum ≠ 0; Adam: `exp_avg`, `exp_avg_sq`).
+#[derive(Debug, Clone, Copy)]
+pub struct Update {
+    pub optimizer: Optimizer,
+}
+
+impl Update {
+    fn sgd(&self, count: u32) -> Option<Sgd> {
+        match self.optimizer {
+            Optimizer::Sgd {
+                momentum,
+                dampening,
+                weight_decay,
+                nesterov,
+            } => Some(Sgd {
+                count,
+                lr: 0.0,
+                momentum,
+                dampening,
+                weight_decay,
+                nesterov,
+            }),
+            Optimizer::Adam { .. } => None,
+        }
+    }
+
+    fn adam(&self, count: u32) -> Option<Adam> {
+        match self.optimizer {
+            Optimizer::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                decoupled,
+            } => Some(Adam {
+                count,
+                lr: 0.0,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                decoupled,
+            }),
+            Optimizer::Sgd { .. } => None,
+        }
+    }
+}
+
+impl Op for Update {
+    fn name(&self) -> &'static str {
+        "optimizer_update"
+    }
+
+    fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+        let param = inputs[0];
+        for t in &inputs[1..] {
+            expect(*t == param, || format!("parameter {param} and {t} differ"))?;
+        }
+        Ok(Vec::new())
+    }
+
+    fn lower(&self, ctx: &LowerCtx<'_>) -> Result<Vec<Dispatch>> {
+        let count = ctx.inputs[0].len() as u32;
+        let b = ctx.in_bufs;
+        let d = if let Some(k) = self.sgd(count) {
+            k.prepare(ctx.gpu, b[0], b[1], b.get(2).copied())?
+        } else if let Some(k) = self.adam(count) {
+            k.prepare(ctx.gpu, b[0], b[1], b[2], b[3])?
+        } else {
+            unreachable!("every optimizer is SGD or Adam")
+        };
+        Ok(vec![d])
+    }
+
+    fn mutates(&self, _: Mode) -> &'static [usize] {
+        &[0, 2, 3]
+    }
+
+    fn update(
+        &self,
+        gpu: &Gpu,
+        dispatches: &[Dispatch],
+        inputs: &[TensorType],
+        step: &StepInfo,
+    ) -> Result<()> {
+        let (Some(d), step_no) = (dispatches.first(), step.step.max(1)) else {
+            return Ok(());
+        };
+        // The uniform holds the element count too: rebuild it from this plan's shape.
+        let count = inputs[0].len() as u32;
+        if let Some(k) = self.sgd(count) {
+            k.write_step(gpu, d, step_no, step.lr)?;
+        } else if let Some(k) = self.adam(count) {
+            k.write_step(gpu, d, step_no, step.lr)?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`Graph::minimize`] built: the loss, accuracy counts, gradients and updates.
+#[derive(Debug, Clone)]
+pub struct Training {
+    pub loss: Value,
+    /// `[2]` u32: top-1 and top-5 hits, when the loss is a softmax cross-entropy.
+    pub correct: Option<Value>,
+    pub gradients: Gradients,
+    /// The update nodes, one per trainable parameter with a gradient.
+    pub updates: Vec<NodeId>,
+}
+
+impl Graph {
+    /// Differentiates `loss` and appends an `optimizer` update for every trainable
+    /// parameter it depends on, creating the optimizer state tensors (zeros) as
+    /// `<param>.momentum_buffer`, `<param>.exp_avg`, `<param>.exp_avg_sq`.
+    pub fn minimize(&mut self, loss: Value, optimizer: Optimizer) -> Result<Training> {
+        let gradients = self.backward(loss)?;
+        if gradients.is_empty() {
+            return Err(GraphError::Invalid(
+                "the loss depends on no trainable parameter".into(),
+            ));
+        }
+        let mut updates = Vec::with_capacity(gradients.len());
+        for &(var, grad) in &gradients.by_variable {
+            let (name, ty, param) = {
+                let v = &self.variables[var];
+                (v.name.clone(), v.ty.clone(), v.value)
+            };
+            let mut inputs = vec![param, grad];
+            let state_names: &[&str] = match optimizer {
+                Optimizer::Sgd { momentum, .. } if momentum != 0.0 => &["momentum_buffer"],
+                Optimizer::Sgd { .. } => &[],
+                Optimizer::Adam { .. } => &["exp_avg", "exp_avg_sq"],
+            };
+            for s in state_names {
+                inputs.push(self.state(&format!("{name}.{s}"), ty.clone(), Init::Constant(0.0))?);
+            }
+            self.apply(Update { optimizer }, &inputs)?;
+            updates.push(self.nodes.len() - 1);
+        }
+        let loss_node = self.producer(loss);
+        let correct = self.nodes[loss_node].outputs.get(CORRECT).copied();
+        Ok(Training {
+            loss,
+            correct,
+            gradients,
+            updates,
+        })
+    }
+}

@@ -1,0 +1,106 @@
+//! Training and evaluation conveniences on [`Session`]: one optimizer step, gradients
+//! without an update (for checks), and evaluation with batch statistics off.
+
+use crate::error::Result;
+use crate::op::{Mode, StepInfo};
+use crate::ops::optim::Training;
+use crate::session::{Feed, Session};
+use crate::tensor::Value;
+
+/// What one training or evaluation step reports.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepOutput {
+    /// Mean loss over the batch.
+    pub loss: f32,
+    /// Top-1 and top-5 hits in the batch, when the loss counts them.
+    pub correct: Option<[u32; 2]>,
+}
+
+impl Session {
+    /// One optimizer step at learning rate `lr`: forward, backward and every update, in
+    /// one submission. Returns the loss (and hit counts) of this batch before the update.
+    pub fn train_step(
+        &mut self,
+        training: &Training,
+        feeds: &[Feed<'_>],
+        lr: f32,
+    ) -> Result<StepOutput> {
+        let step = self.next_optimizer_step();
+        let fetch: Vec<Value> = std::iter::once(training.loss)
+            .chain(training.correct)
+            .collect();
+        let out = self.run(
+            Mode::Train,
+            feeds,
+            &fetch,
+            &training.updates,
+            StepInfo { step, lr, seed: 0 },
+        )?;
+        Ok(StepOutput {
+            loss: out.scalar(training.loss),
+            correct: training.correct.map(|c| {
+                let v = out.u32(c);
+                [v[0], v[1]]
+            }),
+        })
+    }
+
+    /// The loss (and hit counts) in evaluation mode: running batch-norm statistics,
+    /// no dropout, no update.
+    pub fn evaluate(&mut self, training: &Training, feeds: &[Feed<'_>]) -> Result<StepOutput> {
+        let fetch: Vec<Value> = std::iter::once(training.loss)
+            .chain(training.correct)
+            .collect();
+        let out = self.run(
+            Mode::Eval,
+            feeds,
+            &fetch,
+            &[],
+            StepInfo {
+                step: 1,
+                lr: 0.0,
+                seed: 0,
+            },
+        )?;
+        Ok(StepOutput {
+            loss: out.scalar(training.loss),
+            correct: training.correct.map(|c| {
+                let v = out.u32(c);
+                [v[0], v[1]]
+            }),
+        })
+    }
+
+    /// The loss and every parameter gradient in training mode, without updating
+    /// anything: `(loss, [(parameter name, gradient)])`.
+    pub fn gradients(
+        &mut self,
+        training: &Training,
+        feeds: &[Feed<'_>],
+    ) -> Result<(f32, Vec<(String, Vec<f32>)>)> {
+        let grads: Vec<(String, Value)> = training
+            .gradients
+            .iter(self.graph())
+            .map(|(n, v)| (n.to_owned(), v))
+            .collect();
+        let fetch: Vec<Value> = std::iter::once(training.loss)
+            .chain(grads.iter().map(|g| g.1))
+            .collect();
+        let out = self.run(
+            Mode::Train,
+            feeds,
+            &fetch,
+            &[],
+            StepInfo {
+                step: 1,
+                lr: 0.0,
+                seed: 0,
+            },
+        )?;
+        let loss = out.scalar(training.loss);
+        Ok((
+            loss,
+            grads.into_iter().map(|(n, v)| (n, out.f32(v))).collect(),
+        ))
+    }
+}
