@@ -479,15 +479,29 @@ mod tests {
     #[test]
     fn a_broken_shader_or_entry_point_is_a_typed_error() {
         let gpu = Gpu::new().expect("adapter");
-        let broken = Shader { name: "broken", source: "@compute @workgroup_size(1) fn main( {" };
-        let err = DispatchBuilder::new(&gpu, broken, "main").build([1, 1, 1]).unwrap_err();
+        let broken = Shader {
+            name: "broken",
+            source: "@compute @workgroup_size(1) fn main( {",
+        };
+        let err = DispatchBuilder::new(&gpu, broken, "main")
+            .build([1, 1, 1])
+            .unwrap_err();
         assert!(matches!(err, DeviceError::Shader { .. }), "{err:?}");
         assert!(err.to_string().contains("broken.wgsl"), "{err}");
-        let fine = Shader { name: "fine", source: "@compute @workgroup_size(1) fn main() {}" };
-        let err = DispatchBuilder::new(&gpu, fine, "missing").build([1, 1, 1]).unwrap_err();
+        let fine = Shader {
+            name: "fine",
+            source: "@compute @workgroup_size(1) fn main() {}",
+        };
+        let err = DispatchBuilder::new(&gpu, fine, "missing")
+            .build([1, 1, 1])
+            .unwrap_err();
         assert!(matches!(err, DeviceError::Pipeline { .. }), "{err:?}");
         assert!(err.to_string().contains("fine.missing"), "{err}");
-        assert!(DispatchBuilder::new(&gpu, fine, "main").build([1, 1, 1]).is_ok());
+        assert!(
+            DispatchBuilder::new(&gpu, fine, "main")
+                .build([1, 1, 1])
+                .is_ok()
+        );
         gpu.sync().expect("no uncaptured GPU error left behind");
     }
 

@@ -10,7 +10,12 @@ use wgtrain_device::{DeviceError, Gpu};
 fn describe_names_adapter_backend_features_and_limits() {
     let text = gpu().describe();
     assert!(text.contains(&gpu().info().name), "{text}");
-    for key in ["driver:", "backend:", "features:", "max_storage_buffer_binding_size"] {
+    for key in [
+        "driver:",
+        "backend:",
+        "features:",
+        "max_storage_buffer_binding_size",
+    ] {
         assert!(text.contains(key), "describe() lacks {key}: {text}");
     }
 }
@@ -18,11 +23,17 @@ fn describe_names_adapter_backend_features_and_limits() {
 #[test]
 fn a_tensor_past_the_binding_limit_is_refused_with_both_numbers() {
     let limit = gpu().limits().max_storage_buffer_binding_size;
-    let err = gpu().pool().acquire(limit + 4, "activations.conv1").unwrap_err();
+    let err = gpu()
+        .pool()
+        .acquire(limit + 4, "activations.conv1")
+        .unwrap_err();
     assert!(matches!(err, DeviceError::TooLarge { .. }), "{err:?}");
     let text = err.to_string();
     assert!(text.contains("activations.conv1"), "{text}");
-    assert!(text.contains(&(limit + 4).to_string()) && text.contains(&limit.to_string()), "{text}");
+    assert!(
+        text.contains(&(limit + 4).to_string()) && text.contains(&limit.to_string()),
+        "{text}"
+    );
     // At the limit itself the buffer is fine.
     assert!(gpu().pool().acquire(limit, "at-limit").is_ok());
 }
@@ -36,7 +47,10 @@ fn released_buffers_are_reused_and_counted() {
     let class = first.capacity();
     assert!(class >= 1000);
     let s1 = pool.stats();
-    assert_eq!((s1.live_bytes, s1.peak_bytes, s1.allocations, s1.reuses), (class, class, 1, 0));
+    assert_eq!(
+        (s1.live_bytes, s1.peak_bytes, s1.allocations, s1.reuses),
+        (class, class, 1, 0)
+    );
     drop(first);
     assert_eq!(pool.stats().live_bytes, 0);
     let again = pool.acquire(900, "b").expect("acquire"); // same size class
@@ -65,7 +79,12 @@ fn upload_download_round_trip_and_reading_past_the_end_is_an_error() {
 
 #[test]
 fn an_unknown_adapter_name_lists_the_available_ones() {
-    let err = Gpu::with_adapter(Some("no-such-adapter-xyz")).err().expect("must fail");
+    let err = Gpu::with_adapter(Some("no-such-adapter-xyz"))
+        .err()
+        .expect("must fail");
     let text = err.to_string();
-    assert!(text.contains("no-such-adapter-xyz") && text.contains(&gpu().info().name), "{text}");
+    assert!(
+        text.contains("no-such-adapter-xyz") && text.contains(&gpu().info().name),
+        "{text}"
+    );
 }
