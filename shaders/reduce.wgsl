@@ -4,7 +4,9 @@
 // Bindings:
 //   p    uniform Params
 //   x    [count] read
-//   out  [groups] read_write: out[g] = (sum over workgroup g's elements) / p.divisor
+//   out  [out_offset + groups] read_write:
+//        out[out_offset + g] = (sum over workgroup g's elements) / p.divisor
+//        (an offset lets several reductions write side by side, e.g. per-tensor norms)
 // Dispatch: `groups` workgroups of WG invocations (1-D; rebuilt from x and y as usual).
 // The host runs it twice for long vectors: x -> partials [groups], then partials ->
 // out [1] with groups = 1 (and the mean's divisor); one pass when groups = 1.
@@ -23,7 +25,8 @@ struct Params {
     groups: u32,
     // The final result is divided by this (1 for sums, the element count for a mean).
     divisor: f32,
-    _pad: u32,
+    // Index of the first element of `out` this pass writes.
+    out_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -63,6 +66,6 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         workgroupBarrier();
     }
     if (t == 0u) {
-        out[g] = partial[0] / p.divisor;
+        out[p.out_offset + g] = partial[0] / p.divisor;
     }
 }

@@ -26,6 +26,7 @@ macro_rules! shaders {
 
 shaders! {
     MATMUL => "matmul",
+    CLIP => "clip",
     ELEMENTWISE => "elementwise",
     REDUCE => "reduce",
     SOFTMAX_XENT => "softmax_xent",

@@ -4,6 +4,7 @@
 //! The matching CPU reference lives in [`crate::reference`] under the same name.
 
 pub mod batchnorm;
+pub mod clip;
 pub mod conv2d;
 pub mod dropout;
 pub mod elementwise;

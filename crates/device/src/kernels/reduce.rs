@@ -31,11 +31,13 @@ pub enum ReduceOp {
     SumOfSquares,
 }
 
-/// Reduces `x[0..count]` to `out[0]`.
+/// Reduces `x[0..count]` to `out[out_index]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reduce {
     pub op: ReduceOp,
     pub count: u32,
+    /// Where the scalar lands in `out` (several reductions can fill one buffer).
+    pub out_index: u32,
 }
 
 #[repr(C)]
@@ -44,12 +46,12 @@ struct Params {
     count: u32,
     groups: u32,
     divisor: f32,
-    pad: u32,
+    out_offset: u32,
 }
 
 impl Reduce {
     pub fn new(op: ReduceOp, count: u32) -> Self {
-        Self { op, count }
+        Self { op, count, out_index: 0 }
     }
 
     pub fn sum(count: u32) -> Self {
@@ -62,6 +64,12 @@ impl Reduce {
 
     pub fn sum_of_squares(count: u32) -> Self {
         Self::new(ReduceOp::SumOfSquares, count)
+    }
+
+    /// Writes the result to `out[index]` instead of `out[0]`.
+    pub fn into_slot(mut self, index: u32) -> Self {
+        self.out_index = index;
+        self
     }
 
     /// Workgroups (and partial sums) of the first pass; 1 means a single pass.
@@ -102,13 +110,13 @@ impl Reduce {
             .flag("SQUARE", square)
             .params(&params)
             .read("x", x, params.count as u64)
-            .write("out", out, params.groups as u64)
+            .write("out", out, params.out_offset as u64 + params.groups as u64)
             .build(grid_1d(params.groups as u64 * WG as u64, WG, max))
     }
 
     /// Binds `x` (`count` elements), the `scratch` for the partial sums (needed when
     /// [`scratch_elems`](Self::scratch_elems) is non-zero) and `out` (the scalar lands in
-    /// `out[0]`). Returns the dispatches in recording order.
+    /// `out[out_index]`). Returns the dispatches in recording order.
     pub fn prepare(
         &self,
         gpu: &Gpu,
@@ -125,11 +133,12 @@ impl Reduce {
             count: self.count,
             groups,
             divisor: 1.0,
-            pad: 0,
+            out_offset: 0,
         };
         if groups == 1 {
             let single = Params {
                 divisor: self.divisor(),
+                out_offset: self.out_index,
                 ..first
             };
             return Ok(vec![self.pass(gpu, single, square, x, out)?]);
@@ -146,7 +155,7 @@ impl Reduce {
             count: groups,
             groups: 1,
             divisor: self.divisor(),
-            pad: 0,
+            out_offset: self.out_index,
         };
         Ok(vec![
             self.pass(gpu, first, square, x, scratch)?,

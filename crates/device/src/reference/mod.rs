@@ -3,6 +3,7 @@
 //! check the GPU kernels (tests, `cargo xtask bench`), not to be fast.
 
 pub mod batchnorm;
+pub mod clip;
 pub mod conv2d;
 pub mod dropout;
 pub mod elementwise;

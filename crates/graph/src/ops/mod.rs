@@ -1,6 +1,7 @@
 //! Graph ops, one module per family, each implementing [`Op`](crate::op::Op) with its
 //! shape inference, backward and lowering to the device kernels of the same family.
 
+pub mod clip;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;

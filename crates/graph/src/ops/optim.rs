@@ -11,6 +11,7 @@ use crate::error::{GraphError, Result};
 use crate::graph::{Graph, NodeId};
 use crate::init::Init;
 use crate::op::{LowerCtx, Mode, Op, StepInfo, expect};
+use crate::ops::clip::{ClipGrad, GradNorm};
 use crate::ops::loss::CORRECT;
 use crate::tensor::{TensorType, Value};
 
@@ -194,14 +195,34 @@ impl Graph {
     /// parameter it depends on, creating the optimizer state tensors (zeros) as
     /// `<param>.momentum_buffer`, `<param>.exp_avg`, `<param>.exp_avg_sq`.
     pub fn minimize(&mut self, loss: Value, optimizer: Optimizer) -> Result<Training> {
+        self.minimize_with(loss, optimizer, None)
+    }
+
+    /// [`minimize`](Self::minimize), first clipping the gradients to a global L2 norm of
+    /// at most `clip_grad_norm` (as `torch.nn.utils.clip_grad_norm_`), on the GPU in the
+    /// same submission. [`Training::gradients`] are the unclipped gradients.
+    pub fn minimize_with(
+        &mut self,
+        loss: Value,
+        optimizer: Optimizer,
+        clip_grad_norm: Option<f32>,
+    ) -> Result<Training> {
         let gradients = self.backward(loss)?;
         if gradients.is_empty() {
             return Err(GraphError::Invalid(
                 "the loss depends on no trainable parameter".into(),
             ));
         }
-        let mut updates = Vec::with_capacity(gradients.len());
-        for &(var, grad) in &gradients.by_variable {
+        let mut applied: Vec<(usize, Value)> = gradients.by_variable.clone();
+        if let Some(max_norm) = clip_grad_norm {
+            let grads: Vec<Value> = applied.iter().map(|&(_, g)| g).collect();
+            let norms = self.apply(GradNorm { max_norm }, &grads)?[0];
+            for (_, g) in applied.iter_mut() {
+                *g = self.apply1(ClipGrad, &[*g, norms])?;
+            }
+        }
+        let mut updates = Vec::with_capacity(applied.len());
+        for &(var, grad) in &applied {
             let (name, ty, param) = {
                 let v = &self.variables[var];
                 (v.name.clone(), v.ty.clone(), v.value)
