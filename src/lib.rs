@@ -3,9 +3,11 @@
 //! Deep-learning training on any GPU through wgpu compute shaders. This facade
 //! re-exports the workspace's crates:
 //!
-//! - [`device`]: the GPU context ([`Gpu`]), the buffer pool and the kernel library with
-//!   its CPU references;
-//! - [`graph`] and [`models`]: not built yet (see their crate docs).
+//! - [`device`]: the GPU context ([`Gpu`](device::Gpu)), the buffer pool and the kernel
+//!   library with its CPU references;
+//! - [`graph`]: graphs with shape inference, autodiff, memory planning, and a
+//!   [`Session`](graph::Session) that runs a training step in one submission;
+//! - [`models`]: not built yet (see its crate docs).
 //!
 //! ```no_run
 //! use wgtrain::prelude::*;
@@ -23,6 +25,10 @@ pub use wgtrain_models as models;
 pub mod prelude {
     pub use wgtrain_device::kernels;
     pub use wgtrain_device::{DeviceError, Dispatch, Gpu, PooledBuffer, encode_all};
+    pub use wgtrain_graph::{
+        Feed, Graph, GraphError, Init, Mode, Optimizer, Schedule, Session, TensorType, Training,
+        Value,
+    };
 }
 
 /// The README's Rust snippets, compiled and run as doctests so they cannot rot.
