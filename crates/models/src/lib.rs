@@ -1,8 +1,13 @@
 //! # wgtrain-models
 //!
-//! Status: **not built yet.** This crate will hold the layers, the model zoo (MLP,
-//! LeNet, AlexNet, ResNet-18…152 and the CIFAR ResNets), data loading and the training
-//! loop (issue 4). It depends on the graph crate, which does not exist yet either, so
-//! it offers nothing of its own today.
+//! What users touch: data loading (MNIST IDX, CIFAR-10 binary, a synthetic dataset that
+//! needs no download, a shuffling, augmenting, prefetching loader).
+//!
+//! Status: the layers, the model zoo, the training loop and the examples (issue 4) are
+//! not built yet.
 
+pub mod data;
+pub mod error;
+
+pub use error::{ModelError, Result};
 pub use wgtrain_graph as graph;

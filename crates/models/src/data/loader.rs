@@ -1,0 +1,165 @@
+//! The batch loader: shuffles with a seed (a new order per epoch, the same for the same
+//! seed and epoch), augments (random crop with zero padding, horizontal flip), and
+//! prepares the next batches on a background thread so the GPU never waits on decoding.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use wgtrain_graph::Rng;
+
+use crate::data::Dataset;
+use crate::error::{ModelError, Result};
+
+/// One batch: NHWC images and labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub images: Vec<f32>,
+    pub labels: Vec<u32>,
+    /// `[N, H, W, C]` (N may be smaller for the last batch of an epoch).
+    pub shape: [usize; 4],
+}
+
+/// Training-time augmentation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Augment {
+    /// Mirror left-right with probability 1/2.
+    pub flip: bool,
+    /// Shift by up to this many pixels each way, filling with zeros (the padded random
+    /// crop of CIFAR training).
+    pub crop_padding: usize,
+}
+
+/// Produces batches of a dataset, epoch by epoch.
+#[derive(Clone)]
+pub struct Loader {
+    dataset: Arc<dyn Dataset>,
+    batch: usize,
+    shuffle: bool,
+    seed: u64,
+    augment: Augment,
+    prefetch: usize,
+}
+
+impl Loader {
+    /// Batches of `batch` samples in dataset order, no augmentation, 2 batches prefetched.
+    pub fn new(dataset: Arc<dyn Dataset>, batch: usize) -> Result<Self> {
+        if batch == 0 {
+            return Err(ModelError::Config("batch size must be at least 1".to_owned()));
+        }
+        if dataset.is_empty() {
+            return Err(ModelError::Config("the dataset is empty".to_owned()));
+        }
+        Ok(Self { dataset, batch, shuffle: false, seed: 0, augment: Augment::default(), prefetch: 2 })
+    }
+
+    /// Shuffles every epoch with `seed`.
+    pub fn shuffled(mut self, seed: u64) -> Self {
+        self.shuffle = true;
+        self.seed = seed;
+        self
+    }
+
+    /// Applies `augment` to every sample (seeded like the shuffle).
+    pub fn augmented(mut self, augment: Augment) -> Self {
+        self.augment = augment;
+        self
+    }
+
+    /// Batches per epoch (the last may be smaller).
+    pub fn batches_per_epoch(&self) -> usize {
+        self.dataset.len().div_ceil(self.batch)
+    }
+
+    /// The dataset.
+    pub fn dataset(&self) -> &Arc<dyn Dataset> {
+        &self.dataset
+    }
+
+    /// The batches of `epoch`, starting at batch `skip` (to resume mid-epoch), prepared
+    /// on a background thread.
+    pub fn epoch(&self, epoch: u64, skip: usize) -> Epoch {
+        let order = self.order(epoch);
+        let (tx, rx) = sync_channel(self.prefetch);
+        let me = self.clone();
+        let worker = std::thread::spawn(move || me.produce(epoch, order, skip, tx));
+        Epoch { rx: Some(rx), worker: Some(worker) }
+    }
+
+    fn order(&self, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.dataset.len()).collect();
+        if self.shuffle {
+            let mut rng = Rng::stream(self.seed, epoch);
+            for i in (1..order.len()).rev() {
+                order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+            }
+        }
+        order
+    }
+
+    fn produce(&self, epoch: u64, order: Vec<usize>, skip: usize, tx: SyncSender<Batch>) {
+        let [h, w, c] = self.dataset.image_shape();
+        let per = h * w * c;
+        let mut tmp = vec![0.0f32; per];
+        for (b, chunk) in order.chunks(self.batch).enumerate().skip(skip) {
+            let mut images = vec![0.0f32; chunk.len() * per];
+            let mut labels = Vec::with_capacity(chunk.len());
+            for (j, &index) in chunk.iter().enumerate() {
+                let out = &mut images[j * per..(j + 1) * per];
+                if self.augment == Augment::default() {
+                    labels.push(self.dataset.sample(index, out));
+                } else {
+                    labels.push(self.dataset.sample(index, &mut tmp));
+                    let position = (b * self.batch + j) as u64;
+                    let mut rng = Rng::stream(self.seed ^ 0xA06, epoch << 32 | position);
+                    augment_into(&tmp, out, [h, w, c], self.augment, &mut rng);
+                }
+            }
+            let batch = Batch { images, labels, shape: [chunk.len(), h, w, c] };
+            if tx.send(batch).is_err() {
+                return; // the consumer stopped early
+            }
+        }
+    }
+}
+
+fn augment_into(src: &[f32], dst: &mut [f32], [h, w, c]: [usize; 3], a: Augment, rng: &mut Rng) {
+    let pad = a.crop_padding as i64;
+    let shift = |rng: &mut Rng| if pad > 0 { (rng.next_u64() % (2 * pad as u64 + 1)) as i64 - pad } else { 0 };
+    let (dy, dx) = (shift(rng), shift(rng));
+    let flip = a.flip && rng.next_u64() & 1 == 1;
+    for y in 0..h as i64 {
+        for x in 0..w as i64 {
+            let sx = if flip { w as i64 - 1 - x } else { x } + dx;
+            let sy = y + dy;
+            let d = &mut dst[((y * w as i64 + x) as usize) * c..][..c];
+            if sx < 0 || sy < 0 || sx >= w as i64 || sy >= h as i64 {
+                d.fill(0.0);
+            } else {
+                d.copy_from_slice(&src[((sy * w as i64 + sx) as usize) * c..][..c]);
+            }
+        }
+    }
+}
+
+/// The batches of one epoch; dropping it stops the background thread.
+pub struct Epoch {
+    rx: Option<Receiver<Batch>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Iterator for Epoch {
+    type Item = Batch;
+    fn next(&mut self) -> Option<Batch> {
+        self.rx.as_ref()?.recv().ok()
+    }
+}
+
+impl Drop for Epoch {
+    fn drop(&mut self) {
+        drop(self.rx.take()); // unblocks a worker waiting to send
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
