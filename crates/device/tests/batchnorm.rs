@@ -7,7 +7,9 @@ mod common;
 
 use common::*;
 use wgtrain_device::PooledBuffer;
-use wgtrain_device::kernels::batchnorm::BatchNorm;
+use wgtrain_device::kernels::batchnorm::{
+    BatchNorm, BatchNormBackwardBuffers, BatchNormTrainBuffers,
+};
 use wgtrain_device::reference::batchnorm as reference;
 
 /// Host-side inputs of one batch-norm layer.
@@ -63,24 +65,27 @@ fn upload_train(p: &BatchNorm, i: &Inputs) -> TrainBuffers {
     }
 }
 
-/// Runs the training forward `steps` times on the same buffers.
+/// Runs the training forward `steps` times on the same buffers, with a caller-provided
+/// scratch buffer of exactly `scratch_elems()` (as the graph planner sizes it).
 fn run_train(p: &BatchNorm, b: &TrainBuffers, steps: usize) {
-    let passes = p
-        .prepare_train(
-            gpu(),
-            &b.x,
-            &b.gamma,
-            &b.beta,
-            &b.running_mean,
-            &b.running_var,
-            &b.mean,
-            &b.invstd,
-            &b.y,
-        )
-        .expect("prepare_train");
-    assert_eq!(passes.dispatches().len(), 5);
+    let scratch = output(p.scratch_elems() as usize);
+    let buffers = BatchNormTrainBuffers {
+        x: &b.x,
+        gamma: &b.gamma,
+        beta: &b.beta,
+        running_mean: &b.running_mean,
+        running_var: &b.running_var,
+        save_mean: &b.mean,
+        save_invstd: &b.invstd,
+        y: &b.y,
+        scratch: &scratch,
+    };
+    let dispatches = p
+        .prepare_train_with_scratch(gpu(), &buffers)
+        .expect("prepare_train_with_scratch");
+    assert_eq!(dispatches.len(), 5);
     for _ in 0..steps {
-        run(&passes.dispatches().iter().collect::<Vec<_>>());
+        run(&dispatches.iter().collect::<Vec<_>>());
     }
 }
 
@@ -270,20 +275,22 @@ fn check_backward(p: BatchNorm, seed: u64) {
     let (dx, dgamma, dbeta) = (output(n), output(c), output(c));
     let (bx, bdy, bgamma) = (upload(&inputs.x), upload(&dy), upload(&inputs.gamma));
     let (bmean, binvstd) = (upload(&fwd.mean), upload(&fwd.invstd));
-    let passes = p
-        .prepare_backward(
-            gpu(),
-            &bx,
-            &bdy,
-            &bgamma,
-            &bmean,
-            &binvstd,
-            &dgamma,
-            &dbeta,
-            &dx,
-        )
-        .expect("prepare_backward");
-    run(&passes.dispatches().iter().collect::<Vec<_>>());
+    let scratch = output(p.scratch_elems() as usize);
+    let buffers = BatchNormBackwardBuffers {
+        x: &bx,
+        dy: &bdy,
+        gamma: &bgamma,
+        save_mean: &bmean,
+        save_invstd: &binvstd,
+        dgamma: &dgamma,
+        dbeta: &dbeta,
+        dx: &dx,
+        scratch: &scratch,
+    };
+    let dispatches = p
+        .prepare_backward_with_scratch(gpu(), &buffers)
+        .expect("prepare_backward_with_scratch");
+    run(&dispatches.iter().collect::<Vec<_>>());
     // dbeta and dgamma are sums of M terms of size ~1: scale the absolute tolerance.
     let sum_tol = tol(p.m) * (p.m as f32).sqrt();
     assert_close(
@@ -375,6 +382,54 @@ fn reference_backward_matches_finite_differences() {
     check_finite_differences(BatchNorm::new(6, 3), 71);
     check_finite_differences(BatchNorm::nhwc(2, 3, 2, 5).unwrap(), 72);
     check_finite_differences(BatchNorm::nhwc(2, 3, 2, 5).unwrap().with_relu(), 73);
+}
+
+/// The pool-owned convenience path computes the same bits as the caller-scratch path, and
+/// a scratch buffer smaller than `scratch_elems()` is an error naming the binding.
+#[test]
+fn pooled_scratch_path_matches_and_small_scratch_is_an_error() {
+    let p = BatchNorm::nhwc(2, 7, 5, 11).unwrap();
+    let inputs = Inputs::random(&p, 80);
+    let planned = upload_train(&p, &inputs);
+    run_train(&p, &planned, 1);
+    let pooled = upload_train(&p, &inputs);
+    let passes = p
+        .prepare_train(
+            gpu(),
+            &pooled.x,
+            &pooled.gamma,
+            &pooled.beta,
+            &pooled.running_mean,
+            &pooled.running_var,
+            &pooled.mean,
+            &pooled.invstd,
+            &pooled.y,
+        )
+        .expect("prepare_train");
+    assert!(passes.scratch_bytes() >= p.scratch_elems() * 4);
+    run(&passes.dispatches().iter().collect::<Vec<_>>());
+    let n = p.len() as usize;
+    let bits =
+        |b: &PooledBuffer| -> Vec<u32> { download(b, n).iter().map(|v| v.to_bits()).collect() };
+    assert_eq!(bits(&planned.y), bits(&pooled.y));
+
+    let tiny = output(1);
+    let buffers = BatchNormTrainBuffers {
+        scratch: &tiny,
+        x: &planned.x,
+        gamma: &planned.gamma,
+        beta: &planned.beta,
+        running_mean: &planned.running_mean,
+        running_var: &planned.running_var,
+        save_mean: &planned.mean,
+        save_invstd: &planned.invstd,
+        y: &planned.y,
+    };
+    let err = p
+        .prepare_train_with_scratch(gpu(), &buffers)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("binding `partials`"), "{err}");
 }
 
 #[test]

@@ -18,6 +18,9 @@ pub enum Init {
     XavierUniform { fan_in: usize, fan_out: usize },
     /// Glorot/Xavier normal: std `sqrt(2 / (fan_in + fan_out))`.
     XavierNormal { fan_in: usize, fan_out: usize },
+    /// A (possibly rectangular) identity read as rows of `cols` elements: element `i` is
+    /// 1 when `i / cols == i % cols`, else 0 (e.g. a fixed channel-copying 1×1 conv).
+    Identity { cols: usize },
     /// PyTorch's default for `Linear` and `Conv2d` weights and biases:
     /// uniform with bound `1 / sqrt(fan_in)`.
     TorchDefault { fan_in: usize },
@@ -52,6 +55,12 @@ impl Init {
                 normal(rng, 0.0, (2.0 / fan(fan_in + fan_out)).sqrt())
             }
             Init::TorchDefault { fan_in } => uniform(rng, 1.0 / fan(fan_in).sqrt()),
+            Init::Identity { cols } => {
+                let cols = cols.max(1);
+                (0..len)
+                    .map(|i| if i / cols == i % cols { 1.0 } else { 0.0 })
+                    .collect()
+            }
         }
     }
 }

@@ -23,7 +23,11 @@ pub struct Schedule {
 impl Schedule {
     /// A constant learning rate.
     pub fn constant(lr: f32) -> Self {
-        Self { base_lr: lr, warmup: 0, decay: Decay::None }
+        Self {
+            base_lr: lr,
+            warmup: 0,
+            decay: Decay::None,
+        }
     }
 
     /// The learning rate for 0-based optimizer step `step`.
@@ -38,7 +42,10 @@ impl Schedule {
             Decay::Cosine { total, min_lr } => {
                 let span = total.saturating_sub(self.warmup).max(1);
                 let progress = (t.min(span) as f32) / span as f32;
-                min_lr + 0.5 * (self.base_lr - min_lr) * (1.0 + (std::f32::consts::PI * progress).cos())
+                min_lr
+                    + 0.5
+                        * (self.base_lr - min_lr)
+                        * (1.0 + (std::f32::consts::PI * progress).cos())
             }
         }
     }
@@ -50,7 +57,14 @@ mod tests {
 
     #[test]
     fn warmup_then_step_decay() {
-        let s = Schedule { base_lr: 0.1, warmup: 4, decay: Decay::Step { every: 10, gamma: 0.5 } };
+        let s = Schedule {
+            base_lr: 0.1,
+            warmup: 4,
+            decay: Decay::Step {
+                every: 10,
+                gamma: 0.5,
+            },
+        };
         assert!((s.lr(0) - 0.025).abs() < 1e-7);
         assert!((s.lr(3) - 0.1).abs() < 1e-7);
         assert!((s.lr(13) - 0.1).abs() < 1e-7);
@@ -60,7 +74,14 @@ mod tests {
 
     #[test]
     fn cosine_reaches_its_floor_at_the_end() {
-        let s = Schedule { base_lr: 1.0, warmup: 0, decay: Decay::Cosine { total: 100, min_lr: 0.01 } };
+        let s = Schedule {
+            base_lr: 1.0,
+            warmup: 0,
+            decay: Decay::Cosine {
+                total: 100,
+                min_lr: 0.01,
+            },
+        };
         assert!((s.lr(0) - 1.0).abs() < 1e-6);
         assert!((s.lr(50) - 0.505).abs() < 1e-3);
         assert!((s.lr(100) - 0.01).abs() < 1e-6);

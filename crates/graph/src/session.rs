@@ -127,7 +127,6 @@ pub struct Session {
     plans: HashMap<PlanKey, Plan>,
     seed: u64,
     fixed_seed: Option<u32>,
-    runs: u32,
     optimizer_steps: u32,
 }
 
@@ -154,7 +153,6 @@ impl Session {
             plans: HashMap::new(),
             seed,
             fixed_seed: None,
-            runs: 0,
             optimizer_steps: 0,
         })
     }
@@ -168,7 +166,8 @@ impl Session {
     }
 
     /// Uses `seed` for every random op at every run (reproducible dropout masks, e.g. for
-    /// gradient checks); `None` draws a new seed per run.
+    /// gradient checks); `None` (the default) derives the seed from the session seed and
+    /// the optimizer step, so a resumed run draws the same masks as an uninterrupted one.
     pub fn fix_random_seed(&mut self, seed: Option<u32>) {
         self.fixed_seed = seed;
     }
@@ -193,10 +192,9 @@ impl Session {
             let plan = self.compile(&key)?;
             self.plans.insert(key.clone(), plan);
         }
-        self.runs = self.runs.wrapping_add(1);
         let seed = self
             .fixed_seed
-            .unwrap_or_else(|| Rng::stream(self.seed ^ 0x5EED, self.runs as u64).next_u64() as u32);
+            .unwrap_or_else(|| Rng::stream(self.seed ^ 0x5EED, step.step as u64).next_u64() as u32);
         let plan = &self.plans[&key];
         self.execute(plan, feeds, StepInfo { seed, ..step })
     }
@@ -223,6 +221,13 @@ impl Session {
             self.plans.insert(key.clone(), plan);
         }
         Ok(self.plans[&key].report.clone())
+    }
+
+    /// Sets the optimizer step counter (when resuming from a checkpoint): the next
+    /// training step is `steps + 1`, with the same learning-rate step and dropout seed as
+    /// in the run that wrote the checkpoint.
+    pub fn set_optimizer_steps(&mut self, steps: u32) {
+        self.optimizer_steps = steps;
     }
 
     /// Counts one more optimizer step and returns its 1-based number.

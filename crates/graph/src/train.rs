@@ -7,6 +7,9 @@ use crate::ops::optim::Training;
 use crate::session::{Feed, Session};
 use crate::tensor::Value;
 
+/// Named tensors: `(parameter name, values)`.
+pub type NamedTensors = Vec<(String, Vec<f32>)>;
+
 /// What one training or evaluation step reports.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepOutput {
@@ -77,7 +80,7 @@ impl Session {
         &mut self,
         training: &Training,
         feeds: &[Feed<'_>],
-    ) -> Result<(f32, Vec<(String, Vec<f32>)>)> {
+    ) -> Result<(f32, NamedTensors)> {
         let grads: Vec<(String, Value)> = training
             .gradients
             .iter(self.graph())

@@ -174,7 +174,16 @@ fn clipping_limits_the_update_to_max_norm() {
         let mut g = Graph::new();
         let x = g.input("x", TensorType::f32(&[4, 6])).unwrap();
         let y = g.input("labels", TensorType::u32(&[4])).unwrap();
-        let w = g.param("w", &[3, 6], Init::Uniform { low: -2.0, high: 2.0 }).unwrap();
+        let w = g
+            .param(
+                "w",
+                &[3, 6],
+                Init::Uniform {
+                    low: -2.0,
+                    high: 2.0,
+                },
+            )
+            .unwrap();
         let b = g.param("b", &[3], Init::Constant(0.0)).unwrap();
         let z = g.linear(x, w, Some(b)).unwrap();
         let (loss, _) = g.softmax_cross_entropy(z, y).unwrap();
@@ -189,15 +198,34 @@ fn clipping_limits_the_update_to_max_norm() {
         let (g, t) = build(clip);
         let mut s = Session::new(gpu(), g, 11).unwrap();
         let (_, grads) = s.gradients(&t, &feeds).unwrap();
-        let norm: f64 = grads.iter().flat_map(|(_, g)| g).map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
-        let before: Vec<Vec<f32>> = ["w", "b"].iter().map(|n| s.read_variable(n).unwrap()).collect();
+        let norm: f64 = grads
+            .iter()
+            .flat_map(|(_, g)| g)
+            .map(|&v| (v as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let before: Vec<Vec<f32>> = ["w", "b"]
+            .iter()
+            .map(|n| s.read_variable(n).unwrap())
+            .collect();
         s.train_step(&t, &feeds, 1.0).unwrap();
-        let after: Vec<Vec<f32>> = ["w", "b"].iter().map(|n| s.read_variable(n).unwrap()).collect();
-        let moved: f64 = before.iter().flatten().zip(after.iter().flatten())
-            .map(|(&a, &b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
+        let after: Vec<Vec<f32>> = ["w", "b"]
+            .iter()
+            .map(|n| s.read_variable(n).unwrap())
+            .collect();
+        let moved: f64 = before
+            .iter()
+            .flatten()
+            .zip(after.iter().flatten())
+            .map(|(&a, &b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
         let want = if expect_clipped { 0.05 } else { norm };
         println!("grad norm {norm:.4}, moved {moved:.6}, want {want:.6}");
         assert!(norm > 0.05, "test needs a gradient norm above the clip");
-        assert!((moved - want).abs() < 1e-4 * want.max(1.0), "moved {moved}, want {want}");
+        assert!(
+            (moved - want).abs() < 1e-4 * want.max(1.0),
+            "moved {moved}, want {want}"
+        );
     }
 }

@@ -10,9 +10,12 @@
 //! buffer of partials `[chunks, C]`, then a finalize pass adds each channel's partials
 //! in chunk order. The chunking is a function of `(M, C)` only.
 //!
-//! The training forward and the backward are several dispatches; they come back as a
-//! [`BatchNormPasses`], which also owns the scratch buffer (from the pool) that the
-//! dispatches bind, so no dispatch can outlive a buffer it binds.
+//! The training forward and the backward are several dispatches that share a scratch
+//! buffer of partial sums ([`BatchNorm::scratch_elems`] f32). A caller that plans its own
+//! memory (the graph executor) passes it in through [`BatchNormTrainBuffers`] /
+//! [`BatchNormBackwardBuffers`] and gets plain dispatches back; the convenience
+//! [`BatchNorm::prepare_train`] / [`BatchNorm::prepare_backward`] take it from the pool and
+//! return a [`BatchNormPasses`], which owns it, so no dispatch can outlive a buffer it binds.
 
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -94,6 +97,40 @@ impl std::fmt::Debug for BatchNormPasses {
     }
 }
 
+/// Buffers of the training forward: `x`, `y` `[M, C]`; the rest `[C]` except `scratch`
+/// (at least [`BatchNorm::scratch_elems`] f32, contents irrelevant).
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNormTrainBuffers<'a> {
+    pub x: &'a wgpu::Buffer,
+    pub gamma: &'a wgpu::Buffer,
+    pub beta: &'a wgpu::Buffer,
+    /// Read and updated in place.
+    pub running_mean: &'a wgpu::Buffer,
+    /// Read and updated in place.
+    pub running_var: &'a wgpu::Buffer,
+    /// Written: the batch mean, for the backward.
+    pub save_mean: &'a wgpu::Buffer,
+    /// Written: `1 / sqrt(batch variance + eps)`, for the backward.
+    pub save_invstd: &'a wgpu::Buffer,
+    pub y: &'a wgpu::Buffer,
+    pub scratch: &'a wgpu::Buffer,
+}
+
+/// Buffers of the backward: `x`, `dy`, `dx` `[M, C]`; the rest `[C]` except `scratch`
+/// (at least [`BatchNorm::scratch_elems`] f32, contents irrelevant).
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNormBackwardBuffers<'a> {
+    pub x: &'a wgpu::Buffer,
+    pub dy: &'a wgpu::Buffer,
+    pub gamma: &'a wgpu::Buffer,
+    pub save_mean: &'a wgpu::Buffer,
+    pub save_invstd: &'a wgpu::Buffer,
+    pub dgamma: &'a wgpu::Buffer,
+    pub dbeta: &'a wgpu::Buffer,
+    pub dx: &'a wgpu::Buffer,
+    pub scratch: &'a wgpu::Buffer,
+}
+
 /// How the rows are cut for the column reductions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Chunking {
@@ -145,6 +182,16 @@ impl BatchNorm {
     /// True when `x` has no element.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// f32 elements of the scratch buffer the training forward and the backward need
+    /// (the backward's two partial sums per chunk and channel; the forward uses half):
+    /// `2 · chunks · C`, a function of `(M, C)` only (0 when either is 0).
+    pub fn scratch_elems(&self) -> u64 {
+        if self.is_empty() {
+            return 0;
+        }
+        2 * self.chunking().chunks as u64 * self.c as u64
     }
 
     fn check(&self) -> Result<u32> {
@@ -208,6 +255,57 @@ impl BatchNorm {
     /// `x`), `save_mean` / `save_invstd` (`[C]`, kept for the backward), the in-place
     /// update of `running_mean` / `running_var` (`[C]`), and `y[M, C]`.
     /// An error when `M = 1`, as in PyTorch (no variance from one value per channel).
+    pub fn prepare_train_with_scratch(
+        &self,
+        gpu: &Gpu,
+        b: &BatchNormTrainBuffers<'_>,
+    ) -> Result<Vec<Dispatch>> {
+        let count = self.check()?;
+        ensure(self.m > 1, KERNEL, || {
+            format!(
+                "training needs more than one value per channel to estimate a variance, \
+                 got M = N·H·W = {} (C {})",
+                self.m, self.c
+            )
+        })?;
+        let (params, ch) = self.params(count);
+        let (m, c) = (self.len(), self.c as u64);
+        let partial_elems = ch.chunks as u64 * c;
+        let partials = b.scratch;
+        let partials_pass = |squared: bool| {
+            Self::builder(gpu, "column_partials", &params)
+                .flag("SQUARED_DEVIATIONS", squared)
+                .read("x", b.x, m)
+                .read_opt("mean", squared.then_some(b.save_mean), c)
+                .write("partials", partials, partial_elems)
+                .build(Self::grid(gpu, partial_elems))
+        };
+        Ok(vec![
+            partials_pass(false)?,
+            Self::builder(gpu, "finalize_mean", &params)
+                .read("partials", partials, partial_elems)
+                .write("save_mean", b.save_mean, c)
+                .build(Self::grid(gpu, c))?,
+            partials_pass(true)?,
+            Self::builder(gpu, "finalize_variance", &params)
+                .read("partials", partials, partial_elems)
+                .read("save_mean", b.save_mean, c)
+                .write("save_invstd", b.save_invstd, c)
+                .write("running_mean", b.running_mean, c)
+                .write("running_var", b.running_var, c)
+                .build(Self::grid(gpu, c))?,
+            self.normalize(
+                gpu,
+                &params,
+                false,
+                [b.x, b.save_mean, b.save_invstd, b.gamma, b.beta],
+                b.y,
+            )?,
+        ])
+    }
+
+    /// [`prepare_train_with_scratch`](Self::prepare_train_with_scratch) with a scratch
+    /// buffer from the pool, owned by the returned passes.
     #[allow(clippy::too_many_arguments)]
     pub fn prepare_train(
         &self,
@@ -221,54 +319,29 @@ impl BatchNorm {
         save_invstd: &wgpu::Buffer,
         y: &wgpu::Buffer,
     ) -> Result<BatchNormPasses> {
-        let count = self.check()?;
-        ensure(self.m > 1, KERNEL, || {
-            format!(
-                "training needs more than one value per channel to estimate a variance, \
-                 got M = N·H·W = {} (C {})",
-                self.m, self.c
-            )
-        })?;
-        let (params, ch) = self.params(count);
-        let (m, c) = (self.len(), self.c as u64);
-        let partial_elems = ch.chunks as u64 * c;
-        let partials = gpu
-            .pool()
-            .acquire(partial_elems * 4, "batchnorm.partials")?;
-        let partials_pass = |squared: bool| {
-            Self::builder(gpu, "column_partials", &params)
-                .flag("SQUARED_DEVIATIONS", squared)
-                .read("x", x, m)
-                .read_opt("mean", squared.then_some(save_mean), c)
-                .write("partials", &partials, partial_elems)
-                .build(Self::grid(gpu, partial_elems))
+        let partials = self.pooled_scratch(gpu, "batchnorm.partials")?;
+        let buffers = BatchNormTrainBuffers {
+            x,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            save_mean,
+            save_invstd,
+            y,
+            scratch: &partials,
         };
-        let dispatches = vec![
-            partials_pass(false)?,
-            Self::builder(gpu, "finalize_mean", &params)
-                .read("partials", &partials, partial_elems)
-                .write("save_mean", save_mean, c)
-                .build(Self::grid(gpu, c))?,
-            partials_pass(true)?,
-            Self::builder(gpu, "finalize_variance", &params)
-                .read("partials", &partials, partial_elems)
-                .read("save_mean", save_mean, c)
-                .write("save_invstd", save_invstd, c)
-                .write("running_mean", running_mean, c)
-                .write("running_var", running_var, c)
-                .build(Self::grid(gpu, c))?,
-            self.normalize(
-                gpu,
-                &params,
-                false,
-                [x, save_mean, save_invstd, gamma, beta],
-                y,
-            )?,
-        ];
+        let dispatches = self.prepare_train_with_scratch(gpu, &buffers)?;
         Ok(BatchNormPasses {
             dispatches,
             partials,
         })
+    }
+
+    /// A pool buffer of [`scratch_elems`](Self::scratch_elems) f32 (at least 4 bytes).
+    fn pooled_scratch(&self, gpu: &Gpu, label: &str) -> Result<PooledBuffer> {
+        self.check()?;
+        gpu.pool().acquire((self.scratch_elems() * 4).max(4), label)
     }
 
     /// Inference forward, one dispatch: `y = gamma · (x - running_mean) /
@@ -324,6 +397,44 @@ impl BatchNorm {
     /// `dx = gamma · invstd / M · (M · dy - dbeta - xhat · dgamma)` (`[M, C]`), where
     /// `xhat = (x - save_mean) · save_invstd`. With a fused ReLU, `dy` must already be
     /// masked by the ReLU's backward (`dy · [y > 0]`).
+    pub fn prepare_backward_with_scratch(
+        &self,
+        gpu: &Gpu,
+        b: &BatchNormBackwardBuffers<'_>,
+    ) -> Result<Vec<Dispatch>> {
+        let count = self.check()?;
+        let (params, _) = self.params(count);
+        let (m, c) = (self.len(), self.c as u64);
+        let partial_elems = self.scratch_elems();
+        let partials = b.scratch;
+        Ok(vec![
+            Self::builder(gpu, "backward_partials", &params)
+                .read("x", b.x, m)
+                .read("save_mean", b.save_mean, c)
+                .read("save_invstd", b.save_invstd, c)
+                .read("dy", b.dy, m)
+                .write("partials", partials, partial_elems)
+                .build(Self::grid(gpu, partial_elems / 2))?,
+            Self::builder(gpu, "backward_finalize", &params)
+                .read("partials", partials, partial_elems)
+                .write("dgamma", b.dgamma, c)
+                .write("dbeta", b.dbeta, c)
+                .build(Self::grid(gpu, c))?,
+            Self::builder(gpu, "backward_dx", &params)
+                .read("x", b.x, m)
+                .read("save_mean", b.save_mean, c)
+                .read("save_invstd", b.save_invstd, c)
+                .read("dy", b.dy, m)
+                .read("gamma", b.gamma, c)
+                .read("dgamma", b.dgamma, c)
+                .read("dbeta", b.dbeta, c)
+                .write("dx", b.dx, m)
+                .build(Self::grid(gpu, m))?,
+        ])
+    }
+
+    /// [`prepare_backward_with_scratch`](Self::prepare_backward_with_scratch) with a
+    /// scratch buffer from the pool, owned by the returned passes.
     #[allow(clippy::too_many_arguments)]
     pub fn prepare_backward(
         &self,
@@ -337,37 +448,19 @@ impl BatchNorm {
         dbeta: &wgpu::Buffer,
         dx: &wgpu::Buffer,
     ) -> Result<BatchNormPasses> {
-        let count = self.check()?;
-        let (params, ch) = self.params(count);
-        let (m, c) = (self.len(), self.c as u64);
-        let partial_elems = 2 * ch.chunks as u64 * c;
-        let partials = gpu
-            .pool()
-            .acquire(partial_elems * 4, "batchnorm.grad_partials")?;
-        let dispatches = vec![
-            Self::builder(gpu, "backward_partials", &params)
-                .read("x", x, m)
-                .read("save_mean", save_mean, c)
-                .read("save_invstd", save_invstd, c)
-                .read("dy", dy, m)
-                .write("partials", &partials, partial_elems)
-                .build(Self::grid(gpu, partial_elems / 2))?,
-            Self::builder(gpu, "backward_finalize", &params)
-                .read("partials", &partials, partial_elems)
-                .write("dgamma", dgamma, c)
-                .write("dbeta", dbeta, c)
-                .build(Self::grid(gpu, c))?,
-            Self::builder(gpu, "backward_dx", &params)
-                .read("x", x, m)
-                .read("save_mean", save_mean, c)
-                .read("save_invstd", save_invstd, c)
-                .read("dy", dy, m)
-                .read("gamma", gamma, c)
-                .read("dgamma", dgamma, c)
-                .read("dbeta", dbeta, c)
-                .write("dx", dx, m)
-                .build(Self::grid(gpu, m))?,
-        ];
+        let partials = self.pooled_scratch(gpu, "batchnorm.grad_partials")?;
+        let buffers = BatchNormBackwardBuffers {
+            x,
+            dy,
+            gamma,
+            save_mean,
+            save_invstd,
+            dgamma,
+            dbeta,
+            dx,
+            scratch: &partials,
+        };
+        let dispatches = self.prepare_backward_with_scratch(gpu, &buffers)?;
         Ok(BatchNormPasses {
             dispatches,
             partials,

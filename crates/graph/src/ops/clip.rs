@@ -29,9 +29,13 @@ impl Op for GradNorm {
         let mut scratch = 0;
         for g in inputs {
             expect(g.dtype == DType::F32, || format!("gradient {g} is not f32"))?;
-            scratch = scratch.max(Reduce::sum_of_squares(u32_of(g.len(), "elements")?).scratch_elems());
+            scratch =
+                scratch.max(Reduce::sum_of_squares(u32_of(g.len(), "elements")?).scratch_elems());
         }
-        Ok(vec![TensorType::f32(&[inputs.len() + 1]), TensorType::f32(&[scratch as usize])])
+        Ok(vec![
+            TensorType::f32(&[inputs.len() + 1]),
+            TensorType::f32(&[scratch as usize]),
+        ])
     }
 
     fn lower(&self, ctx: &LowerCtx<'_>) -> Result<Vec<Dispatch>> {
@@ -43,7 +47,13 @@ impl Op for GradNorm {
             out.extend(r.prepare(ctx.gpu, buf, scratch, norms)?);
         }
         let tensors = ctx.inputs.len() as u32;
-        out.push(ClipFactor { tensors, max_norm: self.max_norm }.prepare(ctx.gpu, norms)?);
+        out.push(
+            ClipFactor {
+                tensors,
+                max_norm: self.max_norm,
+            }
+            .prepare(ctx.gpu, norms)?,
+        );
         Ok(out)
     }
 }
@@ -69,7 +79,10 @@ impl Op for ClipGrad {
             )));
         }
         let tensors = ctx.inputs[1].len() as u32 - 1;
-        let k = ClipScale { count: ctx.inputs[0].len() as u32, tensors };
+        let k = ClipScale {
+            count: ctx.inputs[0].len() as u32,
+            tensors,
+        };
         Ok(vec![k.prepare(ctx.gpu, ctx.in_bufs[1], ctx.in_bufs[0])?])
     }
 

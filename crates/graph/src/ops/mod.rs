@@ -2,10 +2,14 @@
 //! shape inference, backward and lowering to the device kernels of the same family.
 
 pub mod clip;
+pub mod conv;
+pub mod dropout;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;
+pub mod norm;
 pub mod optim;
+pub mod pool;
 
 use crate::error::Result;
 use wgtrain_device::Dispatch;
