@@ -10,11 +10,18 @@ use wgtrain_graph::GraphError;
 pub enum ModelError {
     /// A data file is malformed: which file, where, and what was expected.
     #[error("{}: at byte {offset}: {message}", file.display())]
-    Data { file: PathBuf, offset: u64, message: String },
+    Data {
+        file: PathBuf,
+        offset: u64,
+        message: String,
+    },
 
     /// A file or directory could not be read or written.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     /// A setting is out of range (batch size, image size, label...).
     #[error("{0}")]
@@ -29,5 +36,8 @@ pub enum ModelError {
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
-    move |source| ModelError::Io { path: path.to_path_buf(), source }
+    move |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }

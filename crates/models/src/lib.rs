@@ -1,13 +1,21 @@
 //! # wgtrain-models
 //!
-//! What users touch: data loading (MNIST IDX, CIFAR-10 binary, a synthetic dataset that
-//! needs no download, a shuffling, augmenting, prefetching loader).
+//! What users touch: layers named as torchvision names them ([`layers`]), the model zoo
+//! ([`zoo`]: MLP, LeNet, AlexNet, ResNet-18…152, CIFAR ResNets), and data loading
+//! ([`data`]: MNIST IDX, CIFAR-10 binary, a synthetic dataset that needs no download, a
+//! shuffling, augmenting, prefetching loader).
 //!
-//! Status: the layers, the model zoo, the training loop and the examples (issue 4) are
-//! not built yet.
+//! Training: [`train::Trainer`] runs epochs of one-submission steps with a schedule,
+//! evaluation, a progress bar, exact-resume checkpoints ([`checkpoint`]) and a chart
+//! ([`plot`]).
 
+pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod layers;
+pub mod plot;
+pub mod train;
+pub mod zoo;
 
 pub use error::{ModelError, Result};
 pub use wgtrain_graph as graph;

@@ -21,7 +21,11 @@ fn temp(name: &str, bytes: &[u8]) -> PathBuf {
 
 fn data_error(e: ModelError) -> (PathBuf, u64, String) {
     match e {
-        ModelError::Data { file, offset, message } => (file, offset, message),
+        ModelError::Data {
+            file,
+            offset,
+            message,
+        } => (file, offset, message),
         other => panic!("expected a data error, got {other}"),
     }
 }
@@ -35,7 +39,9 @@ fn vendored_mnist_test_set_loads() {
     // The first test digit is a 7, the second a 2 (as published).
     assert_eq!(m.sample(0, &mut img), 7);
     assert_eq!(m.sample(1, &mut img), 2);
-    let (lo, hi) = img.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = img
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     assert!((lo - (-0.1307 / 0.3081)).abs() < 1e-5 && (hi - (1.0 - 0.1307) / 0.3081).abs() < 1e-5);
 }
 
@@ -84,11 +90,16 @@ fn bad_labels_and_corrupt_gzip_are_errors_with_offsets() {
     let lp3 = temp("lab3.idx", &three);
     let (_, _, msg) = data_error(Mnist::load(&ip, &lp3).unwrap_err());
     assert!(msg.contains("3 labels for 2 images"), "{msg}");
-    let gz = temp("broken.gz", &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff, 0x00]);
+    let gz = temp(
+        "broken.gz",
+        &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff, 0x00],
+    );
     let (file, _, msg) = data_error(Mnist::load(&gz, &lp).unwrap_err());
     assert_eq!(file, gz);
     assert!(msg.contains("gzip"), "{msg}");
-    let missing = Mnist::load("/no/such/file.idx", &lp).unwrap_err().to_string();
+    let missing = Mnist::load("/no/such/file.idx", &lp)
+        .unwrap_err()
+        .to_string();
     assert!(missing.contains("/no/such/file.idx"), "{missing}");
 }
 
@@ -107,7 +118,8 @@ fn cifar_records_parse_and_malformed_files_name_offsets() {
     // HWC: pixel 1's green value is the green plane's byte 1 = (1024 + 1) % 256.
     assert!((img[4] - (1.0 / 255.0 - 0.4822) / 0.2435).abs() < 1e-5);
     let truncated = temp("short.bin", &two[..5000]);
-    let (file, off, msg) = data_error(Cifar10::load_files(std::slice::from_ref(&truncated)).unwrap_err());
+    let (file, off, msg) =
+        data_error(Cifar10::load_files(std::slice::from_ref(&truncated)).unwrap_err());
     assert_eq!((file, off), (truncated, 3073));
     assert!(msg.contains("truncated"), "{msg}");
     two[3073] = 10;
@@ -115,7 +127,9 @@ fn cifar_records_parse_and_malformed_files_name_offsets() {
     let (_, off, msg) = data_error(Cifar10::load_files(&[bad]).unwrap_err());
     assert_eq!(off, 3073);
     assert!(msg.contains("label 10"), "{msg}");
-    let err = Cifar10::load_dir(std::path::Path::new("/no/such/dir"), true).unwrap_err().to_string();
+    let err = Cifar10::load_dir(std::path::Path::new("/no/such/dir"), true)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("data_batch_1.bin"), "{err}");
 }
 
@@ -141,7 +155,10 @@ fn loader_shuffles_reproducibly_and_covers_every_sample_once() {
     let loader = Loader::new(ds, 5).unwrap().shuffled(42);
     assert_eq!(loader.batches_per_epoch(), 5);
     let e0: Vec<_> = loader.epoch(0, 0).collect();
-    assert_eq!(e0.iter().map(|b| b.shape[0]).collect::<Vec<_>>(), vec![5, 5, 5, 5, 3]);
+    assert_eq!(
+        e0.iter().map(|b| b.shape[0]).collect::<Vec<_>>(),
+        vec![5, 5, 5, 5, 3]
+    );
     assert_eq!(e0, loader.epoch(0, 0).collect::<Vec<_>>());
     let e1: Vec<_> = loader.epoch(1, 0).collect();
     assert_ne!(e0, e1);
@@ -150,7 +167,9 @@ fn loader_shuffles_reproducibly_and_covers_every_sample_once() {
     // Every sample exactly once: the synthetic label is index % 5, so 23 samples give
     // labels 0..5 with counts 5, 5, 5, 4, 4.
     let mut counts = [0; 5];
-    e0.iter().flat_map(|b| &b.labels).for_each(|&l| counts[l as usize] += 1);
+    e0.iter()
+        .flat_map(|b| &b.labels)
+        .for_each(|&l| counts[l as usize] += 1);
     assert_eq!(counts, [5, 5, 5, 4, 4]);
     // Stopping early does not hang.
     let mut it = loader.epoch(2, 0);
@@ -161,11 +180,21 @@ fn loader_shuffles_reproducibly_and_covers_every_sample_once() {
 #[test]
 fn augmentation_is_seeded_and_keeps_pixels() {
     let ds: Arc<dyn Dataset> = Arc::new(Synthetic::new(8, 16, 4, 2));
-    let aug = Augment { flip: true, crop_padding: 2 };
-    let loader = Loader::new(ds.clone(), 8).unwrap().shuffled(3).augmented(aug);
+    let aug = Augment {
+        flip: true,
+        crop_padding: 2,
+    };
+    let loader = Loader::new(ds.clone(), 8)
+        .unwrap()
+        .shuffled(3)
+        .augmented(aug);
     let a: Vec<_> = loader.epoch(0, 0).collect();
     assert_eq!(a, loader.epoch(0, 0).collect::<Vec<_>>());
-    let plain: Vec<_> = Loader::new(ds, 8).unwrap().shuffled(3).epoch(0, 0).collect();
+    let plain: Vec<_> = Loader::new(ds, 8)
+        .unwrap()
+        .shuffled(3)
+        .epoch(0, 0)
+        .collect();
     assert_eq!(a[0].labels, plain[0].labels);
     assert_ne!(a[0].images, plain[0].images);
     assert!(Loader::new(Arc::new(Synthetic::new(8, 16, 4, 2)), 0).is_err());

@@ -35,7 +35,9 @@ impl Cifar10 {
     /// `cifar-10-batches-bin` directory.
     pub fn load_dir(dir: &Path, train: bool) -> Result<Self> {
         let files: Vec<PathBuf> = if train {
-            (1..=5).map(|i| dir.join(format!("data_batch_{i}.bin"))).collect()
+            (1..=5)
+                .map(|i| dir.join(format!("data_batch_{i}.bin")))
+                .collect()
         } else {
             vec![dir.join("test_batch.bin")]
         };
@@ -57,17 +59,29 @@ fn check(file: &Path, bytes: &[u8]) -> Result<()> {
         message,
     };
     if bytes.is_empty() {
-        return Err(err(0, "empty file: expected records of 3073 bytes".to_owned()));
+        return Err(err(
+            0,
+            "empty file: expected records of 3073 bytes".to_owned(),
+        ));
     }
     if bytes.len() % RECORD != 0 {
         let whole = bytes.len() / RECORD * RECORD;
-        return Err(err(whole, format!(
-            "truncated record: {} bytes left where a record takes {RECORD}",
-            bytes.len() - whole
-        )));
+        return Err(err(
+            whole,
+            format!(
+                "truncated record: {} bytes left where a record takes {RECORD}",
+                bytes.len() - whole
+            ),
+        ));
     }
     if let Some(r) = (0..bytes.len() / RECORD).find(|r| bytes[r * RECORD] > 9) {
-        return Err(err(r * RECORD, format!("label {} of record {r} is out of range 0..10", bytes[r * RECORD])));
+        return Err(err(
+            r * RECORD,
+            format!(
+                "label {} of record {r} is out of range 0..10",
+                bytes[r * RECORD]
+            ),
+        ));
     }
     Ok(())
 }

@@ -21,13 +21,16 @@ pub fn read_maybe_gz(path: &Path) -> Result<(Vec<u8>, bool)> {
     let raw = std::fs::read(path).map_err(io(path))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| {
-            ModelError::Data {
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| ModelError::Data {
                 file: path.to_path_buf(),
                 offset: out.len() as u64,
-                message: format!("corrupt gzip stream after {} decompressed bytes: {e}", out.len()),
-            }
-        })?;
+                message: format!(
+                    "corrupt gzip stream after {} decompressed bytes: {e}",
+                    out.len()
+                ),
+            })?;
         Ok((out, true))
     } else {
         Ok((raw, false))
@@ -42,37 +45,67 @@ pub fn parse_idx_u8(file: &Path, bytes: &[u8], ndims: usize) -> Result<IdxU8> {
         message,
     };
     if bytes.len() < 4 {
-        return Err(err(bytes.len(), format!("file ends inside the 4-byte magic number ({} bytes)", bytes.len())));
+        return Err(err(
+            bytes.len(),
+            format!(
+                "file ends inside the 4-byte magic number ({} bytes)",
+                bytes.len()
+            ),
+        ));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
-        return Err(err(0, format!("not an IDX file: magic starts {:02x} {:02x}, expected 00 00", bytes[0], bytes[1])));
+        return Err(err(
+            0,
+            format!(
+                "not an IDX file: magic starts {:02x} {:02x}, expected 00 00",
+                bytes[0], bytes[1]
+            ),
+        ));
     }
     if bytes[2] != 0x08 {
-        return Err(err(2, format!("element type {:#04x} is not 0x08 (unsigned byte)", bytes[2])));
+        return Err(err(
+            2,
+            format!("element type {:#04x} is not 0x08 (unsigned byte)", bytes[2]),
+        ));
     }
     if bytes[3] as usize != ndims {
         return Err(err(3, format!("{} dimensions, expected {ndims}", bytes[3])));
     }
     let header = 4 + 4 * ndims;
     if bytes.len() < header {
-        return Err(err(bytes.len(), format!("file ends inside the dimensions (header is {header} bytes)")));
+        return Err(err(
+            bytes.len(),
+            format!("file ends inside the dimensions (header is {header} bytes)"),
+        ));
     }
     let dims: Vec<usize> = (0..ndims)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
+        .map(|i| {
+            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
+        })
         .collect();
-    let len = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| {
-        err(4, format!("dimensions {dims:?} overflow"))
-    })?;
+    let len = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| err(4, format!("dimensions {dims:?} overflow")))?;
     let have = bytes.len() - header;
     if have < len {
-        return Err(err(bytes.len(), format!(
-            "truncated: dimensions {dims:?} need {len} data bytes from offset {header}, the file has {have}"
-        )));
+        return Err(err(
+            bytes.len(),
+            format!(
+                "truncated: dimensions {dims:?} need {len} data bytes from offset {header}, the file has {have}"
+            ),
+        ));
     }
     if have > len {
-        return Err(err(header + len, format!("{} unexpected bytes after the data", have - len)));
+        return Err(err(
+            header + len,
+            format!("{} unexpected bytes after the data", have - len),
+        ));
     }
-    Ok(IdxU8 { dims, data: bytes[header..].to_vec() })
+    Ok(IdxU8 {
+        dims,
+        data: bytes[header..].to_vec(),
+    })
 }
 
 /// MNIST-style images and labels (28×28 grey, 10 classes), normalised with MNIST's
@@ -97,7 +130,12 @@ impl Mnist {
             return Err(ModelError::Data {
                 file: lp.to_path_buf(),
                 offset: 4,
-                message: format!("{} labels for {} images in {}", lab.dims[0], img.dims[0], ip.display()),
+                message: format!(
+                    "{} labels for {} images in {}",
+                    lab.dims[0],
+                    img.dims[0],
+                    ip.display()
+                ),
             });
         }
         if let Some(i) = lab.data.iter().position(|&l| l > 9) {
@@ -107,13 +145,21 @@ impl Mnist {
                 message: format!("label {} is out of range 0..10", lab.data[i]),
             });
         }
-        Ok(Self { images: img.data, labels: lab.data, h: img.dims[1], w: img.dims[2] })
+        Ok(Self {
+            images: img.data,
+            labels: lab.data,
+            h: img.dims[1],
+            w: img.dims[2],
+        })
     }
 
     /// The test set vendored in the repository's `data/mnist/`.
     pub fn vendored_test_set() -> Result<Self> {
         let dir = vendored_dir();
-        Self::load(dir.join("t10k-images-idx3-ubyte.gz"), dir.join("t10k-labels-idx1-ubyte.gz"))
+        Self::load(
+            dir.join("t10k-images-idx3-ubyte.gz"),
+            dir.join("t10k-labels-idx1-ubyte.gz"),
+        )
     }
 }
 

@@ -45,12 +45,21 @@ impl Loader {
     /// Batches of `batch` samples in dataset order, no augmentation, 2 batches prefetched.
     pub fn new(dataset: Arc<dyn Dataset>, batch: usize) -> Result<Self> {
         if batch == 0 {
-            return Err(ModelError::Config("batch size must be at least 1".to_owned()));
+            return Err(ModelError::Config(
+                "batch size must be at least 1".to_owned(),
+            ));
         }
         if dataset.is_empty() {
             return Err(ModelError::Config("the dataset is empty".to_owned()));
         }
-        Ok(Self { dataset, batch, shuffle: false, seed: 0, augment: Augment::default(), prefetch: 2 })
+        Ok(Self {
+            dataset,
+            batch,
+            shuffle: false,
+            seed: 0,
+            augment: Augment::default(),
+            prefetch: 2,
+        })
     }
 
     /// Shuffles every epoch with `seed`.
@@ -83,7 +92,10 @@ impl Loader {
         let (tx, rx) = sync_channel(self.prefetch);
         let me = self.clone();
         let worker = std::thread::spawn(move || me.produce(epoch, order, skip, tx));
-        Epoch { rx: Some(rx), worker: Some(worker) }
+        Epoch {
+            rx: Some(rx),
+            worker: Some(worker),
+        }
     }
 
     fn order(&self, epoch: u64) -> Vec<usize> {
@@ -115,7 +127,11 @@ impl Loader {
                     augment_into(&tmp, out, [h, w, c], self.augment, &mut rng);
                 }
             }
-            let batch = Batch { images, labels, shape: [chunk.len(), h, w, c] };
+            let batch = Batch {
+                images,
+                labels,
+                shape: [chunk.len(), h, w, c],
+            };
             if tx.send(batch).is_err() {
                 return; // the consumer stopped early
             }
@@ -125,7 +141,13 @@ impl Loader {
 
 fn augment_into(src: &[f32], dst: &mut [f32], [h, w, c]: [usize; 3], a: Augment, rng: &mut Rng) {
     let pad = a.crop_padding as i64;
-    let shift = |rng: &mut Rng| if pad > 0 { (rng.next_u64() % (2 * pad as u64 + 1)) as i64 - pad } else { 0 };
+    let shift = |rng: &mut Rng| {
+        if pad > 0 {
+            (rng.next_u64() % (2 * pad as u64 + 1)) as i64 - pad
+        } else {
+            0
+        }
+    };
     let (dy, dx) = (shift(rng), shift(rng));
     let flip = a.flip && rng.next_u64() & 1 == 1;
     for y in 0..h as i64 {

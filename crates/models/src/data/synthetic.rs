@@ -10,8 +10,16 @@ use crate::data::Dataset;
 
 /// Names of the classes, in label order.
 pub const CLASS_NAMES: [&str; 10] = [
-    "disc", "square", "triangle", "h-stripes", "v-stripes", "checkerboard", "cross", "ring",
-    "d-stripes", "x",
+    "disc",
+    "square",
+    "triangle",
+    "h-stripes",
+    "v-stripes",
+    "checkerboard",
+    "cross",
+    "ring",
+    "d-stripes",
+    "x",
 ];
 
 /// `count` RGB images of `size`×`size` in `classes` (≤ 10) balanced classes.
@@ -25,7 +33,12 @@ pub struct Synthetic {
 
 impl Synthetic {
     pub fn new(count: usize, size: usize, classes: usize, seed: u64) -> Self {
-        Self { count, size, classes: classes.clamp(2, 10), seed }
+        Self {
+            count,
+            size,
+            classes: classes.clamp(2, 10),
+            seed,
+        }
     }
 }
 
@@ -45,7 +58,7 @@ fn inside(class: u32, u: f32, v: f32, freq: f32) -> bool {
             let r2 = u * u + v * v;
             r2 < 1.0 && r2 > 0.45
         }
-        8 => patch && stripes((u + v) * 0.7071),
+        8 => patch && stripes((u + v) * std::f32::consts::FRAC_1_SQRT_2),
         _ => patch && ((u - v).abs() < 0.3 || (u + v).abs() < 0.3),
     }
 }

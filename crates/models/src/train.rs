@@ -1,0 +1,292 @@
+//! The training loop: epochs of optimizer steps (each one GPU submission), evaluation
+//! after every epoch (loss, top-1, top-5), a learning-rate schedule, a progress bar,
+//! checkpoints that resume exactly, and a loss/accuracy chart at the end.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use wgtrain_graph::device::Gpu;
+use wgtrain_graph::{Feed, Optimizer, Schedule, Session, Training};
+
+use crate::checkpoint::{self, Position};
+use crate::data::{Batch, Loader};
+use crate::error::{ModelError, Result};
+use crate::zoo::Model;
+
+/// How to train.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub schedule: Schedule,
+    pub optimizer: Optimizer,
+    pub clip_grad_norm: Option<f32>,
+    /// Seeds the initial weights and dropout.
+    pub seed: u64,
+    /// Written after every epoch (and every `checkpoint_every` steps when non-zero).
+    pub checkpoint: Option<PathBuf>,
+    pub checkpoint_every: usize,
+    /// Continue from `checkpoint` if it exists.
+    pub resume: bool,
+    /// Where to write the loss/accuracy chart (SVG).
+    pub plot: Option<PathBuf>,
+    /// Show a progress bar (only drawn on a terminal).
+    pub progress: bool,
+    /// Stop after this many optimizer steps in all (for quick runs and tests).
+    pub max_steps: Option<u32>,
+}
+
+impl TrainConfig {
+    /// `epochs` of SGD with momentum 0.9 at a constant `lr`, seed 0, nothing written.
+    pub fn new(epochs: usize, lr: f32) -> Self {
+        Self {
+            epochs,
+            schedule: Schedule::constant(lr),
+            optimizer: Optimizer::sgd_momentum(0.9, 0.0, false),
+            clip_grad_norm: None,
+            seed: 0,
+            checkpoint: None,
+            checkpoint_every: 0,
+            resume: false,
+            plot: None,
+            progress: false,
+            max_steps: None,
+        }
+    }
+}
+
+/// One epoch's figures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f32,
+    pub train_top1: f32,
+    pub eval_loss: Option<f32>,
+    pub eval_top1: Option<f32>,
+    pub eval_top5: Option<f32>,
+    pub images_per_s: f32,
+    pub seconds: f32,
+}
+
+/// Loss and top-1 / top-5 accuracy over a dataset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    pub loss: f32,
+    pub top1: f32,
+    pub top5: f32,
+}
+
+/// A model, its session and training state.
+pub struct Trainer {
+    session: Session,
+    training: Training,
+    model: String,
+    config: TrainConfig,
+    position: Position,
+    /// Loss of every optimizer step taken by this trainer (resumed runs start empty).
+    pub losses: Vec<f32>,
+    pub records: Vec<EpochRecord>,
+}
+
+fn feeds<'a>(batch: &'a Batch) -> [Feed<'a>; 2] {
+    [
+        Feed::f32("images", &batch.shape, &batch.images),
+        Feed::u32("labels", &batch.shape[..1], &batch.labels),
+    ]
+}
+
+impl Trainer {
+    /// Attaches the optimizer to `model`, initialises its weights, checks that the
+    /// checkpoint path is writable (before any training), and resumes if asked.
+    pub fn new(gpu: Arc<Gpu>, model: Model, config: TrainConfig) -> Result<Self> {
+        let Model {
+            name,
+            mut graph,
+            loss,
+            ..
+        } = model;
+        let training = graph.minimize_with(loss, config.optimizer, config.clip_grad_norm)?;
+        let mut session = Session::new(gpu, graph, config.seed)?;
+        let mut position = Position {
+            epoch: 0,
+            batch: 0,
+            steps: 0,
+        };
+        if let Some(path) = &config.checkpoint {
+            if config.resume && path.exists() {
+                position = checkpoint::load(path, &session, &name)?;
+                session.set_optimizer_steps(position.steps);
+            } else {
+                checkpoint::check_writable(path)?;
+            }
+        } else if config.resume {
+            return Err(ModelError::Config(
+                "--resume needs a checkpoint path".to_owned(),
+            ));
+        }
+        Ok(Self {
+            session,
+            training,
+            model: name,
+            config,
+            position,
+            losses: Vec::new(),
+            records: Vec::new(),
+        })
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Where training stands.
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    fn done(&self) -> bool {
+        self.config
+            .max_steps
+            .is_some_and(|m| self.position.steps >= m)
+    }
+
+    /// Trains until `config.epochs` (or `max_steps`), evaluating on `eval` after each
+    /// epoch. Returns the per-epoch records.
+    pub fn fit(&mut self, train: &Loader, eval: Option<&Loader>) -> Result<&[EpochRecord]> {
+        while (self.position.epoch as usize) < self.config.epochs && !self.done() {
+            let epoch = self.position.epoch;
+            let record = self.train_epoch(train, epoch)?;
+            let ev = match eval {
+                Some(loader) => Some(self.evaluate(loader)?),
+                None => None,
+            };
+            self.records.push(EpochRecord {
+                eval_loss: ev.map(|e| e.loss),
+                eval_top1: ev.map(|e| e.top1),
+                eval_top5: ev.map(|e| e.top5),
+                ..record
+            });
+            if self.position.batch >= train.batches_per_epoch() {
+                self.position = Position {
+                    epoch: epoch + 1,
+                    batch: 0,
+                    ..self.position
+                };
+            }
+            self.save_checkpoint()?;
+        }
+        if let Some(path) = &self.config.plot {
+            let acc: Vec<(usize, f32)> = self
+                .records
+                .iter()
+                .scan(0usize, |_, r| Some(r))
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    let at = (i + 1) * train.batches_per_epoch();
+                    r.eval_top1.map(|a| (at.min(self.losses.len()), a))
+                })
+                .collect();
+            crate::plot::loss_and_accuracy(path, &self.model, &self.losses, &acc)?;
+        }
+        Ok(&self.records)
+    }
+
+    fn train_epoch(&mut self, train: &Loader, epoch: u64) -> Result<EpochRecord> {
+        let total = train.batches_per_epoch();
+        let bar = self.progress_bar(total, epoch);
+        bar.set_position(self.position.batch as u64);
+        let start = Instant::now();
+        let (mut loss_sum, mut hits, mut seen) = (0.0f64, 0u64, 0usize);
+        for batch in train.epoch(epoch, self.position.batch) {
+            let lr = self.config.schedule.lr(self.position.steps);
+            let out = self
+                .session
+                .train_step(&self.training, &feeds(&batch), lr)?;
+            if !out.loss.is_finite() {
+                return Err(ModelError::Config(format!(
+                    "loss became {} at step {} (epoch {epoch}, batch {}); stopping with the last \
+                     checkpoint intact",
+                    out.loss,
+                    self.position.steps + 1,
+                    self.position.batch
+                )));
+            }
+            self.position.steps += 1;
+            self.position.batch += 1;
+            self.losses.push(out.loss);
+            let n = batch.labels.len();
+            loss_sum += out.loss as f64 * n as f64;
+            hits += out.correct.map_or(0, |c| c[0] as u64);
+            seen += n;
+            let rate = seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "loss {:.4}  acc {:.1}%  {rate:.0} img/s  lr {lr:.3e}",
+                loss_sum / seen as f64,
+                100.0 * hits as f64 / seen as f64
+            ));
+            bar.inc(1);
+            let every = self.config.checkpoint_every;
+            if every > 0 && self.position.steps as usize % every == 0 {
+                self.save_checkpoint()?;
+            }
+            if self.done() {
+                break;
+            }
+        }
+        bar.finish_and_clear();
+        let seconds = start.elapsed().as_secs_f32();
+        Ok(EpochRecord {
+            epoch: epoch as usize,
+            train_loss: (loss_sum / seen.max(1) as f64) as f32,
+            train_top1: hits as f32 / seen.max(1) as f32,
+            eval_loss: None,
+            eval_top1: None,
+            eval_top5: None,
+            images_per_s: seen as f32 / seconds.max(1e-9),
+            seconds,
+        })
+    }
+
+    fn progress_bar(&self, total: usize, epoch: u64) -> ProgressBar {
+        if !self.config.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(total as u64);
+        let style =
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
+                .map(|s| s.progress_chars("=> "))
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_prefix(format!("{}/{}", epoch + 1, self.config.epochs));
+        bar
+    }
+
+    /// Loss and accuracy over every batch of `loader`, in evaluation mode.
+    pub fn evaluate(&mut self, loader: &Loader) -> Result<Evaluation> {
+        let (mut loss, mut top1, mut top5, mut n) = (0.0f64, 0u64, 0u64, 0usize);
+        for batch in loader.epoch(0, 0) {
+            let out = self.session.evaluate(&self.training, &feeds(&batch))?;
+            let count = batch.labels.len();
+            loss += out.loss as f64 * count as f64;
+            if let Some([a, b]) = out.correct {
+                top1 += a as u64;
+                top5 += b as u64;
+            }
+            n += count;
+        }
+        let n = n.max(1) as f64;
+        Ok(Evaluation {
+            loss: (loss / n) as f32,
+            top1: (top1 as f64 / n) as f32,
+            top5: (top5 as f64 / n) as f32,
+        })
+    }
+
+    fn save_checkpoint(&self) -> Result<()> {
+        match &self.config.checkpoint {
+            Some(path) => checkpoint::save(path, &self.session, &self.model, self.position),
+            None => Ok(()),
+        }
+    }
+}

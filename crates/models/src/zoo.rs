@@ -1,0 +1,335 @@
+//! The model zoo: MLPs, a LeNet-style CNN, AlexNet (the 2012 paper's network, the
+//! torchvision variant, and a 32×32 variant), ResNet-18…152 for ImageNet-sized inputs,
+//! and the CIFAR ResNets of He et al. 2015 §4.2 (20, 32, 44, 56, 110 layers).
+//!
+//! Every builder returns a [`Model`]: the graph with its `images [N, H, W, C]` and
+//! `labels [N]` inputs, the logits, and a softmax cross-entropy loss attached.
+
+use wgtrain_graph::{Graph, TensorType, Value};
+
+use crate::error::Result;
+use crate::layers::{Layer, Sequential, Shortcut, basic_block, bottleneck, config, conv2d, linear};
+
+/// A model ready to train: graph, inputs, logits, loss and hit counts.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    pub graph: Graph,
+    pub images: Value,
+    pub labels: Value,
+    pub logits: Value,
+    pub loss: Value,
+    /// `[2]` u32: top-1 and top-5 hits of the batch.
+    pub correct: Value,
+    /// `[H, W, C]` of one input image.
+    pub input: [usize; 3],
+    pub classes: usize,
+}
+
+fn start(batch: usize, input: [usize; 3]) -> Result<(Graph, Value, Value)> {
+    if batch == 0 {
+        return Err(config("batch size must be at least 1"));
+    }
+    let mut g = Graph::new();
+    let [h, w, c] = input;
+    let images = g.input("images", TensorType::f32(&[batch, h, w, c]))?;
+    let labels = g.input("labels", TensorType::u32(&[batch]))?;
+    Ok((g, images, labels))
+}
+
+fn finish(
+    name: String,
+    mut graph: Graph,
+    images: Value,
+    labels: Value,
+    logits: Value,
+    input: [usize; 3],
+    classes: usize,
+) -> Result<Model> {
+    let (loss, correct) = graph.softmax_cross_entropy(logits, labels)?;
+    Ok(Model {
+        name,
+        graph,
+        images,
+        labels,
+        logits,
+        loss,
+        correct,
+        input,
+        classes,
+    })
+}
+
+/// A multilayer perceptron over flattened images: `hidden` sizes with ReLU between, then
+/// `classes` outputs (`fc1`, `fc2`, … named as in the classic examples).
+pub fn mlp(input: [usize; 3], hidden: &[usize], classes: usize, batch: usize) -> Result<Model> {
+    let (mut g, images, labels) = start(batch, input)?;
+    let mut x = g.flatten(images)?;
+    let mut width = input.iter().product::<usize>();
+    for (i, &h) in hidden.iter().enumerate() {
+        let z = g.scoped(&format!("fc{}", i + 1), |g| linear(g, x, width, h))?;
+        x = g.relu(z)?;
+        width = h;
+    }
+    let logits = g.scoped(&format!("fc{}", hidden.len() + 1), |g| {
+        linear(g, x, width, classes)
+    })?;
+    let dims: Vec<String> = std::iter::once(width)
+        .chain(hidden.iter().copied())
+        .map(|d| d.to_string())
+        .collect();
+    finish(
+        format!("mlp-{}-{classes}", dims.join("-")),
+        g,
+        images,
+        labels,
+        logits,
+        input,
+        classes,
+    )
+}
+
+/// LeNet-style CNN for 28×28×1: conv5×5(16)-ReLU-maxpool2-conv5×5(32)-ReLU-maxpool2-
+/// linear(512→classes).
+pub fn lenet5(classes: usize, batch: usize) -> Result<Model> {
+    let input = [28, 28, 1];
+    let (mut g, images, labels) = start(batch, input)?;
+    let features = Sequential(vec![
+        Layer::conv(1, 16, 5, 1, 0),
+        Layer::Relu,
+        Layer::MaxPool2d {
+            kernel: 2,
+            stride: 2,
+            padding: 0,
+        },
+        Layer::conv(16, 32, 5, 1, 0),
+        Layer::Relu,
+        Layer::MaxPool2d {
+            kernel: 2,
+            stride: 2,
+            padding: 0,
+        },
+        Layer::Flatten,
+    ]);
+    let x = features.build(&mut g, "features", images)?;
+    let logits = g.scoped("classifier", |g| linear(g, x, 512, classes))?;
+    finish("lenet5".into(), g, images, labels, logits, input, classes)
+}
+
+/// Which AlexNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlexNet {
+    /// Krizhevsky et al. 2012: 96 filters of 11×11 stride 4, LRN, overlapping 3×3/2
+    /// pooling, two-group convolutions in layers 2, 4 and 5 (60,965,224 parameters with
+    /// 1000 classes at 224×224).
+    Paper,
+    /// torchvision's `alexnet` (one group, no LRN; 61,100,840 parameters).
+    Torchvision,
+    /// A 32×32-input variant for CIFAR-sized data (same layer pattern, smaller kernels).
+    Cifar,
+}
+
+fn alexnet_features(variant: AlexNet) -> (Sequential, usize) {
+    use Layer::*;
+    let conv = |i, o, k, s, p, groups| Conv2d {
+        in_c: i,
+        out_c: o,
+        kernel: k,
+        stride: s,
+        padding: p,
+        groups,
+        bias: true,
+    };
+    let pool = MaxPool2d {
+        kernel: 3,
+        stride: 2,
+        padding: 0,
+    };
+    let lrn = LocalResponseNorm {
+        size: 5,
+        alpha: 1e-4,
+        beta: 0.75,
+        k: 2.0,
+    };
+    let layers = match variant {
+        AlexNet::Paper => vec![
+            conv(3, 96, 11, 4, 2, 1),
+            Relu,
+            lrn.clone(),
+            pool.clone(),
+            conv(96, 256, 5, 1, 2, 2),
+            Relu,
+            lrn,
+            pool.clone(),
+            conv(256, 384, 3, 1, 1, 1),
+            Relu,
+            conv(384, 384, 3, 1, 1, 2),
+            Relu,
+            conv(384, 256, 3, 1, 1, 2),
+            Relu,
+            pool,
+        ],
+        AlexNet::Torchvision => vec![
+            conv(3, 64, 11, 4, 2, 1),
+            Relu,
+            pool.clone(),
+            conv(64, 192, 5, 1, 2, 1),
+            Relu,
+            pool.clone(),
+            conv(192, 384, 3, 1, 1, 1),
+            Relu,
+            conv(384, 256, 3, 1, 1, 1),
+            Relu,
+            conv(256, 256, 3, 1, 1, 1),
+            Relu,
+            pool,
+        ],
+        AlexNet::Cifar => vec![
+            conv(3, 64, 5, 1, 2, 1),
+            Relu,
+            pool.clone(),
+            conv(64, 192, 5, 1, 2, 1),
+            Relu,
+            pool.clone(),
+            conv(192, 384, 3, 1, 1, 1),
+            Relu,
+            conv(384, 256, 3, 1, 1, 1),
+            Relu,
+            conv(256, 256, 3, 1, 1, 1),
+            Relu,
+            pool,
+        ],
+    };
+    let hidden = if variant == AlexNet::Cifar {
+        1024
+    } else {
+        4096
+    };
+    (Sequential(layers), hidden)
+}
+
+/// AlexNet for `image`×`image`×3 inputs. At 224 (paper, torchvision) the features end at
+/// 6×6 as in the papers; at a reduced size the adaptive pool keeps the smaller map and
+/// the first linear layer shrinks to match (used to test the topology on small inputs).
+pub fn alexnet(variant: AlexNet, classes: usize, image: usize, batch: usize) -> Result<Model> {
+    let input = [image, image, 3];
+    let (mut g, images, labels) = start(batch, input)?;
+    let (features, hidden) = alexnet_features(variant);
+    let x = features.build(&mut g, "features", images)?;
+    let side = g.ty(x).shape[1];
+    let out = if side >= 6 && side % 6 == 0 { 6 } else { side };
+    let x = Layer::AdaptiveAvgPool2d { out }.build(&mut g, "avgpool", x)?;
+    let c = g.ty(x).shape[3];
+    let flat = g.flatten(x)?;
+    let classifier = Sequential(vec![
+        Layer::Dropout { p: 0.5 },
+        Layer::Linear {
+            in_f: c * out * out,
+            out_f: hidden,
+        },
+        Layer::Relu,
+        Layer::Dropout { p: 0.5 },
+        Layer::Linear {
+            in_f: hidden,
+            out_f: hidden,
+        },
+        Layer::Relu,
+        Layer::Linear {
+            in_f: hidden,
+            out_f: classes,
+        },
+    ]);
+    let logits = classifier.build(&mut g, "classifier", flat)?;
+    let name = format!("alexnet-{variant:?}-{image}").to_lowercase();
+    finish(name, g, images, labels, logits, input, classes)
+}
+
+/// torchvision's ResNet-`depth` (18, 34, 50, 101, 152) for `image`×`image`×3 inputs.
+pub fn resnet(depth: usize, classes: usize, image: usize, batch: usize) -> Result<Model> {
+    let (blocks, bottlenecks): ([usize; 4], bool) = match depth {
+        18 => ([2, 2, 2, 2], false),
+        34 => ([3, 4, 6, 3], false),
+        50 => ([3, 4, 6, 3], true),
+        101 => ([3, 4, 23, 3], true),
+        152 => ([3, 8, 36, 3], true),
+        _ => {
+            return Err(config(format!(
+                "no ImageNet ResNet of depth {depth}: use 18, 34, 50, 101 or 152"
+            )));
+        }
+    };
+    let input = [image, image, 3];
+    let (mut g, images, labels) = start(batch, input)?;
+    let x = g.scoped("conv1", |g| conv2d(g, images, 3, 64, 7, 2, 3, 1, false))?;
+    let x = g.scoped("bn1", |g| g.batch_norm(x))?;
+    let x = g.relu(x)?;
+    let mut x = Layer::MaxPool2d {
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+    }
+    .build(&mut g, "maxpool", x)?;
+    let mut in_c = 64;
+    for (stage, &n) in blocks.iter().enumerate() {
+        let width = 64 << stage;
+        let layer = format!("layer{}", stage + 1);
+        for b in 0..n {
+            let stride = if b == 0 && stage > 0 { 2 } else { 1 };
+            let name = format!("{layer}.{b}");
+            x = if bottlenecks {
+                bottleneck(&mut g, &name, x, in_c, width, stride)?
+            } else {
+                basic_block(&mut g, &name, x, in_c, width, stride, Shortcut::Projection)?
+            };
+            in_c = if bottlenecks { width * 4 } else { width };
+        }
+    }
+    let pooled = g.global_avg_pool(x)?;
+    let logits = g.scoped("fc", |g| linear(g, pooled, in_c, classes))?;
+    finish(
+        format!("resnet{depth}-{image}"),
+        g,
+        images,
+        labels,
+        logits,
+        input,
+        classes,
+    )
+}
+
+/// The CIFAR ResNets of He et al. 2015 §4.2: depth 6n+2 (20, 32, 44, 56, 110), three
+/// stages of n basic blocks at 16, 32, 64 channels, option-A (zero-padding) shortcuts.
+pub fn cifar_resnet(depth: usize, classes: usize, batch: usize) -> Result<Model> {
+    if depth < 8 || (depth - 2) % 6 != 0 {
+        return Err(config(format!(
+            "CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}"
+        )));
+    }
+    let n = (depth - 2) / 6;
+    let input = [32, 32, 3];
+    let (mut g, images, labels) = start(batch, input)?;
+    let x = g.scoped("conv1", |g| conv2d(g, images, 3, 16, 3, 1, 1, 1, false))?;
+    let x = g.scoped("bn1", |g| g.batch_norm(x))?;
+    let mut x = g.relu(x)?;
+    let mut in_c = 16;
+    for stage in 0..3 {
+        let width = 16 << stage;
+        for b in 0..n {
+            let stride = if b == 0 && stage > 0 { 2 } else { 1 };
+            let name = format!("layer{}.{b}", stage + 1);
+            x = basic_block(&mut g, &name, x, in_c, width, stride, Shortcut::ZeroPad)?;
+            in_c = width;
+        }
+    }
+    let pooled = g.global_avg_pool(x)?;
+    let logits = g.scoped("fc", |g| linear(g, pooled, in_c, classes))?;
+    finish(
+        format!("resnet{depth}-cifar"),
+        g,
+        images,
+        labels,
+        logits,
+        input,
+        classes,
+    )
+}
