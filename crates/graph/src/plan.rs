@@ -38,6 +38,9 @@ pub struct PlanReport {
     pub planned_bytes: u64,
     /// What giving every input and intermediate its own buffer would take.
     pub naive_bytes: u64,
+    /// The most bytes live at once in this schedule: the floor for any assignment of
+    /// these values to buffers (`planned_bytes` above it is fragmentation).
+    pub live_peak_bytes: u64,
     /// Parameters, state and optimizer state (allocated once per session).
     pub persistent_bytes: u64,
 }
@@ -48,13 +51,14 @@ impl std::fmt::Display for PlanReport {
         write!(
             f,
             "{} nodes, {} dispatches ({} ReLUs fused, {} in place), {} buffers: planned \
-             {:.2} MiB vs {:.2} MiB naive ({:.1}x less); persistent {:.2} MiB",
+             {:.2} MiB (live peak {:.2}) vs {:.2} MiB naive ({:.1}x less); persistent {:.2} MiB",
             self.nodes,
             self.dispatches,
             self.fused_relus,
             self.in_place,
             self.buffers,
             mib(self.planned_bytes),
+            mib(self.live_peak_bytes),
             mib(self.naive_bytes),
             self.naive_bytes as f64 / self.planned_bytes.max(1) as f64,
             mib(self.persistent_bytes),
@@ -231,6 +235,9 @@ pub(crate) fn plan(
     let mut free: Vec<usize> = Vec::new();
     let mut release_at: Vec<Vec<usize>> = vec![Vec::new(); end + 1];
     let mut naive_bytes = 0u64;
+    // Bytes that become live at (and die after) each position, for the live peak.
+    let mut born = vec![0u64; end + 1];
+    let mut dies = vec![0u64; end + 1];
     let mut assign =
         |r: usize, bytes: u64, storage: &mut Vec<Option<Storage>>, free: &mut Vec<usize>| {
             let best = free
@@ -268,7 +275,10 @@ pub(crate) fn plan(
         let bytes = types[r].bytes().max(4);
         naive_bytes += bytes;
         let b = assign(r, bytes, &mut storage, &mut free);
-        release_at[root_last[r].unwrap_or(0).min(end)].push(b);
+        let last = root_last[r].unwrap_or(0).min(end);
+        release_at[last].push(b);
+        born[0] += bytes;
+        dies[last] += bytes;
     }
     for (pos, &id) in schedule.iter().enumerate() {
         for &out in &graph.nodes[id].outputs {
@@ -279,7 +289,10 @@ pub(crate) fn plan(
             let bytes = types[r].bytes().max(4);
             naive_bytes += bytes;
             let b = assign(r, bytes, &mut storage, &mut free);
-            release_at[root_last[r].unwrap_or(pos).max(pos).min(end)].push(b);
+            let last = root_last[r].unwrap_or(pos).max(pos).min(end);
+            release_at[last].push(b);
+            born[pos] += bytes;
+            dies[last] += bytes;
         }
         free.append(&mut release_at[pos]);
     }
@@ -287,6 +300,12 @@ pub(crate) fn plan(
         if storage[v].is_none() && root[v] != v {
             storage[v] = storage[root[v]];
         }
+    }
+    let (mut live, mut live_peak_bytes) = (0u64, 0u64);
+    for pos in 0..=end {
+        live += born[pos];
+        live_peak_bytes = live_peak_bytes.max(live);
+        live -= dies[pos];
     }
     let persistent_bytes = graph.variables.iter().map(|v| v.ty.bytes()).sum();
     let report = PlanReport {
@@ -300,6 +319,7 @@ pub(crate) fn plan(
         buffers: buffer_bytes.len(),
         planned_bytes: buffer_bytes.iter().sum(),
         naive_bytes,
+        live_peak_bytes,
         persistent_bytes,
     };
     Ok(Layout {
