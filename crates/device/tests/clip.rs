@@ -23,9 +23,19 @@ fn check(lengths: &[usize], max_norm: f32, seed: u64) {
         dispatches.extend(r.prepare(gpu(), b, Some(&s), &norms).expect("reduce"));
         scratch.push(s);
     }
-    dispatches.push(ClipFactor { tensors: k, max_norm }.prepare(gpu(), &norms).expect("factor"));
+    dispatches.push(
+        ClipFactor {
+            tensors: k,
+            max_norm,
+        }
+        .prepare(gpu(), &norms)
+        .expect("factor"),
+    );
     for (g, b) in grads.iter().zip(&bufs) {
-        let scale = ClipScale { count: g.len() as u32, tensors: k };
+        let scale = ClipScale {
+            count: g.len() as u32,
+            tensors: k,
+        };
         dispatches.push(scale.prepare(gpu(), &norms, b).expect("scale"));
     }
     run(&dispatches.iter().collect::<Vec<_>>());
@@ -33,9 +43,19 @@ fn check(lengths: &[usize], max_norm: f32, seed: u64) {
     let total = clip_by_global_norm(&mut want, max_norm as f64);
     let got_norms = download(&norms, grads.len() + 1);
     let sum: f64 = got_norms[..grads.len()].iter().map(|&x| x as f64).sum();
-    assert!((sum.sqrt() - total).abs() < 1e-5 * total, "norm {} vs {total}", sum.sqrt());
+    assert!(
+        (sum.sqrt() - total).abs() < 1e-5 * total,
+        "norm {} vs {total}",
+        sum.sqrt()
+    );
     for (i, (b, w)) in bufs.iter().zip(&want).enumerate() {
-        assert_close(&format!("clip tensor {i} of {lengths:?}, max_norm {max_norm}"), &download(b, w.len()), w, 1e-6, 1e-7);
+        assert_close(
+            &format!("clip tensor {i} of {lengths:?}, max_norm {max_norm}"),
+            &download(b, w.len()),
+            w,
+            1e-6,
+            1e-7,
+        );
     }
 }
 
@@ -53,6 +73,11 @@ fn a_norm_below_the_limit_leaves_gradients_unchanged() {
 #[test]
 fn bad_max_norm_is_an_error() {
     let norms = output(3);
-    let err = ClipFactor { tensors: 2, max_norm: 0.0 }.prepare(gpu(), &norms).unwrap_err();
+    let err = ClipFactor {
+        tensors: 2,
+        max_norm: 0.0,
+    }
+    .prepare(gpu(), &norms)
+    .unwrap_err();
     assert!(err.to_string().contains("max_norm"), "{err}");
 }

@@ -30,11 +30,25 @@ pub struct ClipFactor {
 impl ClipFactor {
     /// Binds `norms` (`tensors + 1` elements: the sums of squares, then the factor).
     pub fn prepare(&self, gpu: &Gpu, norms: &wgpu::Buffer) -> Result<Dispatch> {
-        ensure(self.tensors > 0, KERNEL, || "clipping needs at least one tensor".into())?;
-        ensure(self.max_norm > 0.0 && self.max_norm.is_finite(), KERNEL, || {
-            format!("max_norm must be positive and finite, got {}", self.max_norm)
+        ensure(self.tensors > 0, KERNEL, || {
+            "clipping needs at least one tensor".into()
         })?;
-        let params = Params { count: 0, tensors: self.tensors, max_norm: self.max_norm, pad: 0 };
+        ensure(
+            self.max_norm > 0.0 && self.max_norm.is_finite(),
+            KERNEL,
+            || {
+                format!(
+                    "max_norm must be positive and finite, got {}",
+                    self.max_norm
+                )
+            },
+        )?;
+        let params = Params {
+            count: 0,
+            tensors: self.tensors,
+            max_norm: self.max_norm,
+            pad: 0,
+        };
         DispatchBuilder::new(gpu, shaders::CLIP, "clip_factor")
             .params(&params)
             .write("norms", norms, self.tensors as u64 + 1)
@@ -51,9 +65,21 @@ pub struct ClipScale {
 
 impl ClipScale {
     /// Binds `norms` (read) and `grad` (`count` elements, scaled in place).
-    pub fn prepare(&self, gpu: &Gpu, norms: &wgpu::Buffer, grad: &wgpu::Buffer) -> Result<Dispatch> {
-        ensure(self.count > 0, KERNEL, || "cannot clip an empty gradient".into())?;
-        let params = Params { count: self.count, tensors: self.tensors, max_norm: 0.0, pad: 0 };
+    pub fn prepare(
+        &self,
+        gpu: &Gpu,
+        norms: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+    ) -> Result<Dispatch> {
+        ensure(self.count > 0, KERNEL, || {
+            "cannot clip an empty gradient".into()
+        })?;
+        let params = Params {
+            count: self.count,
+            tensors: self.tensors,
+            max_norm: 0.0,
+            pad: 0,
+        };
         let max = gpu.limits().max_compute_workgroups_per_dimension;
         DispatchBuilder::new(gpu, shaders::CLIP, "clip_scale")
             .constant("WG", WG)

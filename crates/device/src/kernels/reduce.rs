@@ -51,7 +51,11 @@ struct Params {
 
 impl Reduce {
     pub fn new(op: ReduceOp, count: u32) -> Self {
-        Self { op, count, out_index: 0 }
+        Self {
+            op,
+            count,
+            out_index: 0,
+        }
     }
 
     pub fn sum(count: u32) -> Self {
