@@ -154,6 +154,17 @@ impl Trainer {
     /// Trains until `config.epochs` (or `max_steps`), evaluating on `eval` after each
     /// epoch. Returns the per-epoch records.
     pub fn fit(&mut self, train: &Loader, eval: Option<&Loader>) -> Result<&[EpochRecord]> {
+        self.fit_with(train, eval, |_| {})
+    }
+
+    /// [`fit`](Self::fit), handing each epoch's record to `on_epoch` as soon as it is
+    /// evaluated (before its checkpoint is written), e.g. to print a line per epoch.
+    pub fn fit_with(
+        &mut self,
+        train: &Loader,
+        eval: Option<&Loader>,
+        mut on_epoch: impl FnMut(&EpochRecord),
+    ) -> Result<&[EpochRecord]> {
         while (self.position.epoch as usize) < self.config.epochs && !self.done() {
             let epoch = self.position.epoch;
             let record = self.train_epoch(train, epoch)?;
@@ -167,6 +178,7 @@ impl Trainer {
                 eval_top5: ev.map(|e| e.top5),
                 ..record
             });
+            on_epoch(&self.records[self.records.len() - 1]);
             if self.position.batch >= train.batches_per_epoch() {
                 self.position = Position {
                     epoch: epoch + 1,
@@ -199,6 +211,7 @@ impl Trainer {
         let start = Instant::now();
         let (mut loss_sum, mut hits, mut seen) = (0.0f64, 0u64, 0usize);
         for batch in train.epoch(epoch, self.position.batch) {
+            let batch = batch?;
             let lr = self.config.schedule.lr(self.position.steps);
             let out = self
                 .session
@@ -266,6 +279,7 @@ impl Trainer {
     pub fn evaluate(&mut self, loader: &Loader) -> Result<Evaluation> {
         let (mut loss, mut top1, mut top5, mut n) = (0.0f64, 0u64, 0u64, 0usize);
         for batch in loader.epoch(0, 0) {
+            let batch = batch?;
             let out = self.session.evaluate(&self.training, &feeds(&batch))?;
             let count = batch.labels.len();
             loss += out.loss as f64 * count as f64;

@@ -154,16 +154,22 @@ fn loader_shuffles_reproducibly_and_covers_every_sample_once() {
     let ds: Arc<dyn Dataset> = Arc::new(Subset::new(Synthetic::new(50, 8, 5, 1), 0, 23));
     let loader = Loader::new(ds, 5).unwrap().shuffled(42);
     assert_eq!(loader.batches_per_epoch(), 5);
-    let e0: Vec<_> = loader.epoch(0, 0).collect();
+    let e0: Vec<_> = loader.epoch(0, 0).map(Result::unwrap).collect();
     assert_eq!(
         e0.iter().map(|b| b.shape[0]).collect::<Vec<_>>(),
         vec![5, 5, 5, 5, 3]
     );
-    assert_eq!(e0, loader.epoch(0, 0).collect::<Vec<_>>());
-    let e1: Vec<_> = loader.epoch(1, 0).collect();
+    assert_eq!(
+        e0,
+        loader.epoch(0, 0).map(Result::unwrap).collect::<Vec<_>>()
+    );
+    let e1: Vec<_> = loader.epoch(1, 0).map(Result::unwrap).collect();
     assert_ne!(e0, e1);
     // Resuming at batch 2 gives the same batches as the uninterrupted epoch.
-    assert_eq!(loader.epoch(1, 2).collect::<Vec<_>>(), e1[2..].to_vec());
+    assert_eq!(
+        loader.epoch(1, 2).map(Result::unwrap).collect::<Vec<_>>(),
+        e1[2..].to_vec()
+    );
     // Every sample exactly once: the synthetic label is index % 5, so 23 samples give
     // labels 0..5 with counts 5, 5, 5, 4, 4.
     let mut counts = [0; 5];
@@ -188,14 +194,92 @@ fn augmentation_is_seeded_and_keeps_pixels() {
         .unwrap()
         .shuffled(3)
         .augmented(aug);
-    let a: Vec<_> = loader.epoch(0, 0).collect();
-    assert_eq!(a, loader.epoch(0, 0).collect::<Vec<_>>());
+    let a: Vec<_> = loader.epoch(0, 0).map(Result::unwrap).collect();
+    assert_eq!(
+        a,
+        loader.epoch(0, 0).map(Result::unwrap).collect::<Vec<_>>()
+    );
     let plain: Vec<_> = Loader::new(ds, 8)
         .unwrap()
         .shuffled(3)
         .epoch(0, 0)
+        .map(Result::unwrap)
         .collect();
     assert_eq!(a[0].labels, plain[0].labels);
     assert_ne!(a[0].images, plain[0].images);
     assert!(Loader::new(Arc::new(Synthetic::new(8, 16, 4, 2)), 0).is_err());
+}
+
+mod folder {
+    use super::*;
+    use wgtrain_models::data::folder::{ImageFolder, NonImage};
+
+    fn png(path: &std::path::Path, rgb: [u8; 3]) {
+        let img = image::RgbImage::from_pixel(5, 3, image::Rgb(rgb));
+        img.save(path).unwrap();
+    }
+
+    fn folder(name: &str) -> PathBuf {
+        let root =
+            std::env::temp_dir().join(format!("wgtrain-folder-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for class in ["cat", "dog"] {
+            std::fs::create_dir_all(root.join(class)).unwrap();
+        }
+        png(&root.join("cat/a.png"), [255, 0, 0]);
+        png(&root.join("cat/b.png"), [250, 5, 0]);
+        png(&root.join("dog/c.png"), [0, 0, 255]);
+        root
+    }
+
+    #[test]
+    fn classes_come_from_sorted_folders_and_images_are_resized_and_normalised() {
+        let root = folder("ok");
+        let ds = ImageFolder::open(&root, 4, NonImage::Fail).unwrap();
+        assert_eq!(ds.class_names(), ["cat", "dog"]);
+        assert_eq!((ds.len(), ds.image_shape()), (3, [4, 4, 3]));
+        let mut img = vec![0.0; 48];
+        assert_eq!(ds.try_sample(2, &mut img).unwrap(), 1);
+        // Pure blue: red channel (0 - 0.485) / 0.229, blue (1 - 0.406) / 0.225.
+        assert!((img[0] + 0.485 / 0.229).abs() < 1e-4 && (img[2] - 0.594 / 0.225).abs() < 1e-4);
+        let loader = Loader::new(Arc::new(ds), 2).unwrap();
+        let batches: Vec<_> = loader.epoch(0, 0).map(Result::unwrap).collect();
+        assert_eq!(batches[0].labels, [0, 0]);
+    }
+
+    #[test]
+    fn a_non_image_file_is_named_or_skipped() {
+        let root = folder("junk");
+        let junk = root.join("dog/notes.txt");
+        std::fs::write(&junk, b"hello").unwrap();
+        let err = ImageFolder::open(&root, 4, NonImage::Fail)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("notes.txt") && err.contains("not a JPEG or PNG"),
+            "{err}"
+        );
+        let ds = ImageFolder::open(&root, 4, NonImage::Skip).unwrap();
+        assert_eq!((ds.len(), ds.skipped()), (3, &[junk][..]));
+    }
+
+    #[test]
+    fn a_corrupt_image_ends_the_epoch_with_an_error_naming_it() {
+        let root = folder("corrupt");
+        let bad = root.join("dog/d.png");
+        std::fs::write(
+            &bad,
+            [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 1, 2, 3],
+        )
+        .unwrap();
+        let ds = ImageFolder::open(&root, 4, NonImage::Fail).unwrap();
+        let loader = Loader::new(Arc::new(ds), 4).unwrap();
+        let err = loader
+            .epoch(0, 0)
+            .find_map(|b| b.err())
+            .expect("an error")
+            .to_string();
+        assert!(err.contains("d.png") && err.contains("decode"), "{err}");
+        assert!(ImageFolder::open(&root.join("missing"), 4, NonImage::Fail).is_err());
+    }
 }

@@ -109,33 +109,38 @@ impl Loader {
         order
     }
 
-    fn produce(&self, epoch: u64, order: Vec<usize>, skip: usize, tx: SyncSender<Batch>) {
+    fn produce(&self, epoch: u64, order: Vec<usize>, skip: usize, tx: SyncSender<Result<Batch>>) {
+        for (b, chunk) in order.chunks(self.batch).enumerate().skip(skip) {
+            let batch = self.assemble(epoch, b, chunk);
+            let failed = batch.is_err();
+            if tx.send(batch).is_err() || failed {
+                return; // the consumer stopped early, or was handed the error
+            }
+        }
+    }
+
+    fn assemble(&self, epoch: u64, b: usize, chunk: &[usize]) -> Result<Batch> {
         let [h, w, c] = self.dataset.image_shape();
         let per = h * w * c;
         let mut tmp = vec![0.0f32; per];
-        for (b, chunk) in order.chunks(self.batch).enumerate().skip(skip) {
-            let mut images = vec![0.0f32; chunk.len() * per];
-            let mut labels = Vec::with_capacity(chunk.len());
-            for (j, &index) in chunk.iter().enumerate() {
-                let out = &mut images[j * per..(j + 1) * per];
-                if self.augment == Augment::default() {
-                    labels.push(self.dataset.sample(index, out));
-                } else {
-                    labels.push(self.dataset.sample(index, &mut tmp));
-                    let position = (b * self.batch + j) as u64;
-                    let mut rng = Rng::stream(self.seed ^ 0xA06, epoch << 32 | position);
-                    augment_into(&tmp, out, [h, w, c], self.augment, &mut rng);
-                }
-            }
-            let batch = Batch {
-                images,
-                labels,
-                shape: [chunk.len(), h, w, c],
-            };
-            if tx.send(batch).is_err() {
-                return; // the consumer stopped early
+        let mut images = vec![0.0f32; chunk.len() * per];
+        let mut labels = Vec::with_capacity(chunk.len());
+        for (j, &index) in chunk.iter().enumerate() {
+            let out = &mut images[j * per..(j + 1) * per];
+            if self.augment == Augment::default() {
+                labels.push(self.dataset.try_sample(index, out)?);
+            } else {
+                labels.push(self.dataset.try_sample(index, &mut tmp)?);
+                let position = (b * self.batch + j) as u64;
+                let mut rng = Rng::stream(self.seed ^ 0xA06, epoch << 32 | position);
+                augment_into(&tmp, out, [h, w, c], self.augment, &mut rng);
             }
         }
+        Ok(Batch {
+            images,
+            labels,
+            shape: [chunk.len(), h, w, c],
+        })
     }
 }
 
@@ -164,15 +169,16 @@ fn augment_into(src: &[f32], dst: &mut [f32], [h, w, c]: [usize; 3], a: Augment,
     }
 }
 
-/// The batches of one epoch; dropping it stops the background thread.
+/// The batches of one epoch; dropping it stops the background thread. A sample that
+/// cannot be read (a corrupt image file) ends the epoch with its error.
 pub struct Epoch {
-    rx: Option<Receiver<Batch>>,
+    rx: Option<Receiver<Result<Batch>>>,
     worker: Option<JoinHandle<()>>,
 }
 
 impl Iterator for Epoch {
-    type Item = Batch;
-    fn next(&mut self) -> Option<Batch> {
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Result<Batch>> {
         self.rx.as_ref()?.recv().ok()
     }
 }

@@ -2,6 +2,7 @@
 //! graphs), normalised per channel; labels are u32 class indices.
 
 pub mod cifar;
+pub mod folder;
 pub mod idx;
 pub mod loader;
 pub mod synthetic;
@@ -25,8 +26,14 @@ pub trait Dataset: Send + Sync {
     fn classes(&self) -> usize;
 
     /// Writes sample `index`'s normalised HWC pixels into `out` (length H·W·C) and
-    /// returns its label.
+    /// returns its label. For datasets held in memory, which cannot fail.
     fn sample(&self, index: usize, out: &mut [f32]) -> u32;
+
+    /// [`sample`](Self::sample) for datasets that decode files and can meet a bad one;
+    /// the loader always calls this.
+    fn try_sample(&self, index: usize, out: &mut [f32]) -> crate::Result<u32> {
+        Ok(self.sample(index, out))
+    }
 }
 
 /// Samples `range` of a dataset as a dataset (e.g. MNIST's first 8,000 for training).
@@ -58,6 +65,9 @@ impl<D: Dataset> Dataset for Subset<D> {
     fn sample(&self, index: usize, out: &mut [f32]) -> u32 {
         self.inner.sample(self.start + index, out)
     }
+    fn try_sample(&self, index: usize, out: &mut [f32]) -> crate::Result<u32> {
+        self.inner.try_sample(self.start + index, out)
+    }
 }
 
 impl<D: Dataset + ?Sized> Dataset for std::sync::Arc<D> {
@@ -72,5 +82,8 @@ impl<D: Dataset + ?Sized> Dataset for std::sync::Arc<D> {
     }
     fn sample(&self, index: usize, out: &mut [f32]) -> u32 {
         (**self).sample(index, out)
+    }
+    fn try_sample(&self, index: usize, out: &mut [f32]) -> crate::Result<u32> {
+        (**self).try_sample(index, out)
     }
 }
