@@ -74,7 +74,7 @@ pub fn mlp(input: [usize; 3], hidden: &[usize], classes: usize, batch: usize) ->
     let logits = g.scoped(&format!("fc{}", hidden.len() + 1), |g| {
         linear(g, x, width, classes)
     })?;
-    let dims: Vec<String> = std::iter::once(width)
+    let dims: Vec<String> = std::iter::once(input.iter().product::<usize>())
         .chain(hidden.iter().copied())
         .map(|d| d.to_string())
         .collect();
