@@ -252,6 +252,79 @@ fn gather_coord(shifted: vec4<i32>, stride: u32, size: u32, ok: ptr<function, ve
     return min(o, vec4<u32>(size - 1u));
 }
 
+// conv2d_forward_vec4 — the forward pass with every load a vec4, for C/groups % 4 == 0
+// (and not MIXED). In NHWC/KRSC both operands are contiguous along the channels they are
+// summed over, so per chunk of 4 channels a tile loads its 4 rows' input pixels and its
+// 4 columns' filter taps as 8 vec4s and does 64 FMAs (a 4×4 matrix times 4 vectors). On
+// lavapipe every storage load costs a loop over the SIMD lanes whatever its width, so
+// this does 4x fewer loads than conv2d_forward. Bindings, geometry and bounds guard as
+// conv2d_forward; padding taps load a clamped pixel and select zero.
+@group(0) @binding(1) var<storage, read> x_v4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> weight_v4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn conv2d_forward_vec4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let t = tile(wid, lid, nwg);
+    if (!t.live) {
+        return;
+    }
+    let rows = tile_rows(t.row0);
+    let out_q = rows % p.q;
+    let out_p = (rows / p.q) % p.p;
+    let img = rows / (p.q * p.p);
+    let h0 = vec4<i32>(out_p * p.stride_h) - i32(p.pad_h);
+    let w0 = vec4<i32>(out_q * p.stride_w) - i32(p.pad_w);
+    let k = t.group * p.kg + tile_cols(t.col0);
+    // In vec4 units: filter rows, channels per group, the group's first channel.
+    let cg4 = p.cg / 4u;
+    let w_off4 = k * (p.r * p.s * cg4);
+    let c_base4 = t.group * cg4;
+    let c4 = p.c / 4u;
+    let zero = vec4<f32>(0.0);
+    // acc[i] holds row i's 4 output channels.
+    var acc0 = zero;
+    var acc1 = zero;
+    var acc2 = zero;
+    var acc3 = zero;
+    for (var r = 0u; r < p.r; r++) {
+        let ih = h0 + vec4<i32>(i32(r * p.dil_h));
+        let in_h = inside(ih, p.h);
+        if (!any(in_h)) {
+            continue;
+        }
+        let x_row = (img * p.h + clamped(ih, p.h)) * p.w;
+        for (var s = 0u; s < p.s; s++) {
+            let iw = w0 + vec4<i32>(i32(s * p.dil_w));
+            let ok = in_h & inside(iw, p.w);
+            if (!any(ok)) {
+                continue;
+            }
+            let pix4 = (x_row + clamped(iw, p.w)) * c4 + c_base4;
+            let wt4 = w_off4 + (r * p.s + s) * cg4;
+            for (var c = 0u; c < cg4; c++) {
+                // Rows of wt are the 4 columns' filter taps: wt * xv = their dot products.
+                let wt = transpose(mat4x4<f32>(
+                    weight_v4[wt4.x + c], weight_v4[wt4.y + c],
+                    weight_v4[wt4.z + c], weight_v4[wt4.w + c]));
+                acc0 += wt * select(zero, x_v4[pix4.x + c], ok.x);
+                acc1 += wt * select(zero, x_v4[pix4.y + c], ok.y);
+                acc2 += wt * select(zero, x_v4[pix4.z + c], ok.z);
+                acc3 += wt * select(zero, x_v4[pix4.w + c], ok.w);
+            }
+        }
+    }
+    let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    for (var i = 0u; i < TM; i++) {
+        for (var j = 0u; j < TN; j++) {
+            store_y(t.row0 + i, t.col0 + j * WG_X, t.group, accs[i][j]);
+        }
+    }
+}
+
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn conv2d_backward_data(
     @builtin(workgroup_id) wid: vec3<u32>,

@@ -307,8 +307,14 @@ impl Conv2d {
         let mixed = self.mixed(self.kg());
         let cols = if mixed { self.k } else { self.kg() };
         let rows = (self.n as u64 * self.p() as u64 * self.q() as u64) as u32;
+        // Channels per group in whole vec4s: every load of the vec4 variant is aligned.
+        let vec4 = !mixed && self.cg() % 4 == 0;
         let gemm = Gemm {
-            entry: "conv2d_forward",
+            entry: if vec4 {
+                "conv2d_forward_vec4"
+            } else {
+                "conv2d_forward"
+            },
             rows,
             cols,
             mixed,
