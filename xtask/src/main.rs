@@ -1,27 +1,31 @@
 //! `cargo xtask <task>` — workspace tasks.
 //!
-//! - `bench [--quick] [--filter SUBSTRING]`: the adapter's roofline (peak FMA rate and
-//!   copy bandwidth, measured by probe shaders), then matmul figures, each validated
-//!   against the CPU reference before it is timed.
+//! - `bench [OPTIONS]`: the adapter's roofline (peak FMA rate and copy bandwidth,
+//!   measured by probe shaders), then matmul, convolution, memory-bound and
+//!   dispatch-overhead figures, each validated against the CPU reference before it is
+//!   timed; outputs as a table, JSON, markdown and an SVG roofline chart, optionally
+//!   side by side with a reference run (`bench/pytorch_reference.py`). See
+//!   `cargo xtask bench --help` and `docs/benchmarks.md`.
 
 mod bench;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--filter SUBSTRING] [--reps N]
-
-  --quick           small sizes only (matmul up to 1024)
-  --filter S        run only benchmarks whose name contains S
-  --reps N          timed repeats per figure (median, min, max reported; default 7, min 5)";
-
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("bench") => bench::run(bench::Options::parse(&args[1..])?),
-        Some("-h") | Some("--help") | None => {
-            println!("{USAGE}");
+        Some("bench") if args[1..].iter().any(|a| a == "-h" || a == "--help") => {
+            println!("{}", bench::options::USAGE);
             Ok(())
         }
-        Some(other) => bail!("unknown task {other:?}\n{USAGE}"),
+        Some("bench") => bench::run(bench::options::Options::parse(&args[1..])?),
+        Some("-h") | Some("--help") | None => {
+            println!(
+                "usage: cargo xtask bench [OPTIONS]\n\n{}",
+                bench::options::USAGE
+            );
+            Ok(())
+        }
+        Some(other) => bail!("unknown task {other:?}\n\n{}", bench::options::USAGE),
     }
 }
