@@ -12,8 +12,11 @@ mod bench;
 use anyhow::{Result, bail};
 
 fn main() -> Result<()> {
+    let start = std::time::Instant::now();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        // Internal: the cold-start child process of `bench` (see bench::steps).
+        Some("first-step") => bench::steps::first_step(start),
         Some("bench") if args[1..].iter().any(|a| a == "-h" || a == "--help") => {
             println!("{}", bench::options::USAGE);
             Ok(())

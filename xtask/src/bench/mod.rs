@@ -16,6 +16,7 @@ pub mod options;
 pub mod output;
 pub mod record;
 pub mod roofline;
+pub mod steps;
 pub mod suites;
 pub mod timing;
 pub mod workloads;
@@ -29,9 +30,6 @@ use output::table;
 use record::Report;
 use roofline::Roofline;
 use timing::Timer;
-
-const STEPS_NOTE: &str = "training-step figures (whole step, time to first step): \
-                          not available yet, they need crates/graph";
 
 /// A warning when a ceiling measured after the suites differs from the one measured
 /// before by more than 20%: the machine's load changed, and the fractions with it.
@@ -85,9 +83,24 @@ pub fn run(opts: Options) -> Result<()> {
     let mut bench = Bench::new(&gpu, &opts, sizes.clone(), timer, roof.clone(), times);
     suites::run_all(&mut bench);
 
+    let steps = steps::run(&gpu, &opts, sizes.reps)?;
+    let mut notes = Vec::new();
+    if opts.filters.is_empty()
+        || opts
+            .filters
+            .iter()
+            .any(|f| "step_first".contains(f.as_str()))
+    {
+        let ms = steps::time_to_first_step()?;
+        println!(
+            "\ntime from process start to LeNet's first finished training step (batch 64, cold): {ms:.0} ms"
+        );
+        notes.push(format!(
+            "time to first training step (LeNet, batch 64, cold process): {ms:.0} ms"
+        ));
+    }
     // The ceilings again: a shared machine's load may have changed meanwhile.
     let end = roofline::measure(&gpu, &bench.timer)?;
-    let mut notes = vec![STEPS_NOTE.to_owned()];
     notes.extend(roofline_drift(&roof, &end));
     let mut probes = roof.probes.clone();
     for (mut p, unit) in end.probes.into_iter().zip(["GFLOP/s", "GB/s"]) {
@@ -101,7 +114,11 @@ pub fn run(opts: Options) -> Result<()> {
     if reference.is_some() {
         table::print_comparison_summary(&bench.records);
     }
-    let report = build_report(&gpu, &opts, &sizes, &roof, bench, probes, notes);
+    let mut report = build_report(&gpu, &opts, &sizes, &roof, bench, probes, notes);
+    report.steps = steps
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?;
     write_outputs(&opts, &report, reference.as_ref())?;
     check_failures(&report)
 }
