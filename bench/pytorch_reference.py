@@ -532,6 +532,9 @@ def main():
                 print(f"{rec['name']:<52} {rec['median_ms']:10.3f} {rec['min_ms']:10.3f} "
                       f"{rec['max_ms']:10.3f} {rec['median_ms'] * 1e3:10.1f} µs/op")
                 results.append(rec)
+    import pytorch_steps  # beside this script
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    steps = pytorch_steps.run(dev, sync, sz["reps"], args.quick, wanted)
     report = dict(
         adapter=f"PyTorch {torch.__version__} {adapter}",
         backend=f"torch-{dev.type}",
@@ -540,7 +543,7 @@ def main():
         peak_gflops=None,
         bandwidth_gbs=None,
         results=results,
-        steps=[],
+        steps=steps,
         driver=torch.version.cuda or "",
         device_type=dev.type,
         command=" ".join(["python3", "bench/pytorch_reference.py"] + sys.argv[1:]),
@@ -549,7 +552,7 @@ def main():
         fc_batch=sz["fc_batch"],
         notes=[f"threads {torch.get_num_threads()}", "TF32 off (matmul and cuDNN)",
                "validated: float32 on the device agrees with float64 on the CPU at a small size",
-               "training-step figures: not available yet"],
+               "training steps: bench/pytorch_steps.py (same models, batches and optimizer)"],
     )
     if args.json:
         with open(args.json, "w") as f:

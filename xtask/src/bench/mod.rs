@@ -84,6 +84,9 @@ pub fn run(opts: Options) -> Result<()> {
     suites::run_all(&mut bench);
 
     let steps = steps::run(&gpu, &opts, sizes.reps)?;
+    if let Some(r) = &reference {
+        steps::print_comparison(&steps, r);
+    }
     let mut notes = Vec::new();
     if opts.filters.is_empty()
         || opts

@@ -28,12 +28,16 @@ pub struct StepRecord {
     pub median_ms: f64,
     pub min_ms: f64,
     pub max_ms: f64,
+    #[serde(default)]
     pub dispatches: usize,
     /// Planned bytes of inputs and intermediates (the plan's buffers).
+    #[serde(default)]
     pub peak_bytes: u64,
     /// What one buffer per value would take.
+    #[serde(default)]
     pub naive_bytes: u64,
     /// Parameters, statistics and optimizer state.
+    #[serde(default)]
     pub persistent_bytes: u64,
 }
 
@@ -238,4 +242,23 @@ pub fn time_to_first_step() -> Result<f64> {
                 .and_then(|v| v.trim().parse().ok())
         })
         .with_context(|| format!("first-step child printed no time: {text}"))
+}
+
+/// Prints each step next to the reference's step of the same model and batch.
+pub fn print_comparison(ours: &[StepRecord], reference: &super::record::Report) {
+    for st in ours {
+        let theirs = reference.steps.iter().find_map(|t| {
+            let t: StepRecord = serde_json::from_value(t.clone()).ok()?;
+            (t.model == st.model && t.batch == st.batch).then_some(t)
+        });
+        if let Some(t) = theirs {
+            println!(
+                "step {:<9} ours {:9.2} ms, reference {:9.2} ms: ours / reference {:.2}",
+                st.model,
+                st.median_ms,
+                t.median_ms,
+                st.median_ms / t.median_ms
+            );
+        }
+    }
 }

@@ -85,6 +85,7 @@ pub fn render(report: &Report, reference: Option<&Report>) -> String {
         }
         s.push('\n');
     }
+    steps_table(&mut s, report, reference);
     if !report.notes.is_empty() {
         s.push('\n');
     }
@@ -92,6 +93,51 @@ pub fn render(report: &Report, reference: Option<&Report>) -> String {
         let _ = writeln!(s, "- {note}");
     }
     s
+}
+
+/// The training steps, next to the reference's step of the same model and batch.
+fn steps_table(s: &mut String, report: &Report, reference: Option<&Report>) {
+    if report.steps.is_empty() {
+        return;
+    }
+    let f = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+    s.push_str(
+        "\n| training step | batch | input | median ms | images/s | dispatches | planned MiB |",
+    );
+    if reference.is_some() {
+        s.push_str(" reference ms | reference images/s | ours / ref |");
+    }
+    s.push_str("\n|---|--:|--:|--:|--:|--:|--:|");
+    if reference.is_some() {
+        s.push_str("--:|--:|--:|");
+    }
+    s.push('\n');
+    for st in &report.steps {
+        let model = st.get("model").and_then(|v| v.as_str()).unwrap_or("?");
+        let batch = f(st, "batch").unwrap_or(0.0);
+        let median = f(st, "median_ms").unwrap_or(f64::NAN);
+        let _ = write!(
+            s,
+            "| {model} | {batch} | {} | {median:.2} | {:.1} | {} | {:.1} |",
+            st.get("input").and_then(|v| v.as_str()).unwrap_or("-"),
+            f(st, "images_per_s").unwrap_or(f64::NAN),
+            f(st, "dispatches").unwrap_or(0.0),
+            f(st, "peak_bytes").unwrap_or(0.0) / (1024.0 * 1024.0),
+        );
+        if let Some(r) = reference {
+            let theirs = r.steps.iter().find(|t| {
+                t.get("model").and_then(|v| v.as_str()) == Some(model)
+                    && f(t, "batch") == Some(batch)
+            });
+            match theirs.and_then(|t| Some((f(t, "median_ms")?, f(t, "images_per_s")?))) {
+                Some((ms, ips)) => {
+                    let _ = write!(s, " {ms:.2} | {ips:.1} | {:.2} |", median / ms);
+                }
+                None => s.push_str(" - | - | - |"),
+            }
+        }
+        s.push('\n');
+    }
 }
 
 /// Writes [`render`] to `path`.
