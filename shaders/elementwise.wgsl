@@ -1,6 +1,6 @@
 // elementwise.wgsl — memory-bound maps over flat f32 tensors: add, multiply, scale, axpy,
-// ReLU forward and backward, bias add over the last dimension, and the deterministic
-// column sum that computes the bias gradient.
+// ReLU and sigmoid forward and backward, bias add over the last dimension, and the
+// deterministic column sum that computes the bias gradient.
 //
 // Bindings: every entry point uses the uniform `p` at @binding(0) and one of three sets
 // of storage bindings (WGSL lets entry points share binding numbers as long as no entry
@@ -51,6 +51,16 @@ fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid.x;
 }
 
+// 1 / (1 + exp(-a)) without ever evaluating exp of a positive argument: e = exp(-|a|) is
+// in (0, 1], so nothing overflows (WGSL leaves an overflowing exp's value unspecified),
+// and for a < 0 the form e / (1 + e) keeps full relative precision for tiny outputs
+// instead of computing 1 - (something close to 1).
+fn logistic(a: f32) -> f32 {
+    let e = exp(-abs(a));
+    let r = 1.0 / (1.0 + e);
+    return select(e * r, r, a >= 0.0);
+}
+
 // ---- out of place: z = f(x, y) ----
 
 @compute @workgroup_size(WG)
@@ -76,6 +86,18 @@ fn relu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let i = flat_index(wid, nwg, lid);
     if (i >= p.count) { return; }
     z[i] = select(0.0, y[i], x[i] > 0.0);
+}
+
+// x = the forward output y = sigmoid(a), y = dy, z = dx = dy · y · (1 - y), the
+// derivative written in the output (so an in-place forward loses nothing).
+@compute @workgroup_size(WG)
+fn sigmoid_backward(@builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_index(wid, nwg, lid);
+    if (i >= p.count) { return; }
+    let s = x[i];
+    z[i] = y[i] * (s * (1.0 - s));
 }
 
 // x [rows, C], y = bias [C]: neighbouring invocations read neighbouring bias entries.
@@ -127,6 +149,25 @@ fn relu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i = flat_index(wid, nwg, lid);
     if (i >= p.count) { return; }
     dst[i] = max(x[i], 0.0);
+}
+
+@compute @workgroup_size(WG)
+fn sigmoid(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_index(wid, nwg, lid);
+    if (i >= p.count) { return; }
+    dst[i] = logistic(x[i]);
+}
+
+// x = the forward output, dst = dy, multiplied in place into dx = dy · y · (1 - y).
+@compute @workgroup_size(WG)
+fn sigmoid_backward_into(@builtin(workgroup_id) wid: vec3<u32>,
+                         @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_index(wid, nwg, lid);
+    if (i >= p.count) { return; }
+    let s = x[i];
+    dst[i] = dst[i] * (s * (1.0 - s));
 }
 
 // x = the forward output, dst = dy, masked in place into dx.
@@ -187,4 +228,13 @@ fn relu_in_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let i = flat_index(wid, nwg, lid);
     if (i >= p.count) { return; }
     v[i] = max(v[i], 0.0);
+}
+
+@compute @workgroup_size(WG)
+fn sigmoid_in_place(@builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_index(wid, nwg, lid);
+    if (i >= p.count) { return; }
+    v[i] = logistic(v[i]);
 }

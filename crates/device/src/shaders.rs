@@ -37,4 +37,5 @@ shaders! {
     BATCHNORM => "batchnorm",
     OPTIMIZER => "optimizer",
     PROBE => "probe",
+    MSE => "mse",
 }

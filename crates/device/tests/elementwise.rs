@@ -1,12 +1,13 @@
 //! Elementwise kernels against the f64 reference: add / multiply (out of place and in
-//! place), scale, axpy, ReLU forward and backward, bias add and its column-sum gradient
+//! place), scale, axpy, ReLU and sigmoid forward and backward (sigmoid also at huge |x|),
+//! bias add and its column-sum gradient
 //! (one and two passes, accumulating or not), on awkward sizes and on a grid large enough
 //! to spill into y; backward references checked against finite differences.
 
 mod common;
 
 use common::*;
-use wgtrain_device::kernels::elementwise::{Axpy, BiasAdd, Binary, Relu, Scale};
+use wgtrain_device::kernels::elementwise::{Axpy, BiasAdd, Binary, Relu, Scale, Sigmoid};
 use wgtrain_device::reference::elementwise as reference;
 
 const SIZES: [u32; 7] = [1, 3, 255, 256, 257, 1000, 70_001];
@@ -122,6 +123,105 @@ fn relu_forward_and_backward() {
         );
         let label = format!("relu backward in place {n}");
         assert_close(&label, &download(&bdyi, n), &dx, 0.0, 0.0);
+    }
+}
+
+/// Runs the sigmoid forward (out of place and in place) on `x` and checks both against
+/// the reference within `rtol`; outputs below f32's smallest normal may be flushed to 0.
+fn check_sigmoid_forward(name: &str, x: &[f32], rtol: f32) -> Vec<f32> {
+    let n = x.len();
+    let p = Sigmoid { count: n as u32 };
+    let want = narrow(&reference::sigmoid(&p, &wide(x)));
+    let (bx, by, bxi) = (upload(x), output(n), upload(x));
+    let fwd = p.prepare(gpu(), &bx, &by).expect("sigmoid");
+    let fwd_in_place = p.prepare_in_place(gpu(), &bxi).expect("sigmoid in place");
+    run(&[&fwd, &fwd_in_place]);
+    let atol = f32::MIN_POSITIVE;
+    let got = download(&by, n);
+    assert_close(&format!("sigmoid {name}"), &got, &want, rtol, atol);
+    let label = format!("sigmoid in place {name}");
+    assert_close(&label, &download(&bxi, n), &want, rtol, atol);
+    got
+}
+
+#[test]
+fn sigmoid_forward_and_backward() {
+    for (i, &n) in SIZES.iter().enumerate() {
+        let mut rng = Rng::new(90 + i as u64);
+        // Spread over [-8, 8): the whole curved part of the sigmoid and both tails.
+        let x: Vec<f32> = rng.vec(n as usize).iter().map(|v| 8.0 * v).collect();
+        let dy = rng.vec(n as usize);
+        // WGSL allows exp(a) an error of 3 + 2·|a| ulp: 19 ulp ≈ 2.3e-6 at |a| = 8, plus
+        // the rounding of 1 / (1 + e).
+        check_sigmoid_forward(&n.to_string(), &x, 2.5e-6);
+        // The backward from the reference's (rounded) output, so it is checked on its
+        // own: three roundings of f32 products.
+        let p = Sigmoid { count: n };
+        let y = narrow(&reference::sigmoid(&p, &wide(&x)));
+        let want = narrow(&reference::sigmoid_backward(&p, &wide(&y), &wide(&dy)));
+        let (by, bdy, bdx, bdyi) = (upload(&y), upload(&dy), output(n as usize), upload(&dy));
+        let bwd = p
+            .prepare_backward(gpu(), &by, &bdy, &bdx)
+            .expect("backward");
+        let bwd_in_place = p
+            .prepare_backward_in_place(gpu(), &by, &bdyi)
+            .expect("backward in place");
+        run(&[&bwd, &bwd_in_place]);
+        let n = n as usize;
+        let label = format!("sigmoid backward {n}");
+        assert_close(&label, &download(&bdx, n), &want, 4e-7, 0.0);
+        let label = format!("sigmoid backward in place {n}");
+        assert_close(&label, &download(&bdyi, n), &want, 4e-7, 0.0);
+    }
+}
+
+/// Inputs far beyond where `exp(-x)` overflows f32 (|x| > 88.7) give 1, or 0 up to a
+/// subnormal, never NaN or infinity; the derivative there vanishes the same way.
+#[test]
+fn sigmoid_is_finite_and_saturates_for_huge_inputs() {
+    let big = [
+        0.0,
+        1e-30,
+        15.0,
+        17.0,
+        20.0,
+        50.0,
+        87.0,
+        88.0,
+        89.0,
+        100.0,
+        104.0,
+        1e4,
+        1e30,
+        f32::MAX,
+    ];
+    let x: Vec<f32> = big.iter().flat_map(|&v| [v, -v]).collect();
+    // Where the output is not 0 or 1, |x| <= 104: exp's allowed error is 3 + 2·104 ulp.
+    let y = check_sigmoid_forward("huge |x|", &x, 211.0 * f32::EPSILON);
+    assert_eq!((y[0], y[1]), (0.5, 0.5));
+    for (&a, &s) in x.iter().zip(&y) {
+        assert!((0.0..=1.0).contains(&s), "sigmoid({a}) = {s}");
+        if a >= 20.0 {
+            assert_eq!(s, 1.0, "sigmoid({a})");
+        }
+        if a <= -88.0 {
+            assert!(s < f32::MIN_POSITIVE, "sigmoid({a}) = {s}");
+        }
+    }
+    let p = Sigmoid {
+        count: x.len() as u32,
+    };
+    let (by, bdy, bdx) = (upload(&y), upload(&vec![1.0; x.len()]), output(x.len()));
+    let k = p
+        .prepare_backward(gpu(), &by, &bdy, &bdx)
+        .expect("backward");
+    run(&[&k]);
+    let dx = download(&bdx, x.len());
+    for (&a, &d) in x.iter().zip(&dx) {
+        assert!((0.0..=0.25).contains(&d), "sigmoid'({a}) = {d}");
+        if a.abs() >= 88.0 {
+            assert!(d < f32::MIN_POSITIVE, "sigmoid'({a}) = {d}");
+        }
     }
 }
 
@@ -267,6 +367,43 @@ fn relu_backward_matches_finite_differences() {
     }
 }
 
+/// L = Σ sigmoid(x) ⊙ g: the reference backward, fed the forward output, against central
+/// differences in f64 (h = 1e-5: truncation ~h²·|σ'''| ≈ 1e-11, rounding ~1e-16/h).
+#[test]
+fn sigmoid_backward_matches_finite_differences() {
+    for n in [1u32, 7, 50] {
+        let p = Sigmoid { count: n };
+        let mut rng = Rng::new(75 + n as u64);
+        let x: Vec<f64> = rng
+            .vec(n as usize)
+            .iter()
+            .map(|&v| 10.0 * v as f64)
+            .collect();
+        let g = wide(&rng.vec(n as usize));
+        let loss = |x: &[f64]| -> f64 {
+            reference::sigmoid(&p, x)
+                .iter()
+                .zip(&g)
+                .map(|(y, g)| y * g)
+                .sum()
+        };
+        let dx = reference::sigmoid_backward(&p, &reference::sigmoid(&p, &x), &g);
+        let h = 1e-5;
+        for i in 0..n as usize {
+            let (mut xp, mut xm) = (x.clone(), x.clone());
+            xp[i] += h;
+            xm[i] -= h;
+            let fd = (loss(&xp) - loss(&xm)) / (2.0 * h);
+            assert!(
+                (fd - dx[i]).abs() < 1e-9,
+                "sigmoid dx[{i}] at x {}: fd {fd} vs {}",
+                x[i],
+                dx[i]
+            );
+        }
+    }
+}
+
 /// L = Σ (x + bias) ⊙ g: dL/dbias is the column sum of g, and dL/dx = g.
 #[test]
 fn bias_grad_matches_finite_differences() {
@@ -322,6 +459,14 @@ fn bad_params_are_errors_not_panics() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("same buffer"), "{err}");
+    let err = Sigmoid { count: 0 }
+        .prepare_backward(gpu(), &big, &big, &out)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sigmoid backward") && err.contains("positive"),
+        "{err}"
+    );
     let err = BiasAdd::new(4, 0)
         .prepare(gpu(), &big, &big, &out)
         .unwrap_err()

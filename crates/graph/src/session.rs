@@ -388,6 +388,40 @@ impl Session {
         Ok(fetched)
     }
 
+    /// Runs the plan `run` would use once more, but with one submission per node, timing
+    /// each: `(op name, layer, dispatches, milliseconds)` in schedule order. A profile
+    /// costs more than a step (every node waits for the GPU); use it to find the
+    /// expensive nodes, not to measure the step.
+    pub fn profile(
+        &mut self,
+        mode: Mode,
+        feeds: &[Feed<'_>],
+        fetch: &[Value],
+        effects: &[NodeId],
+        step: StepInfo,
+    ) -> Result<Vec<(&'static str, String, usize, f64)>> {
+        self.run(mode, feeds, fetch, effects, step)?; // compiles, writes the feeds
+        let key = PlanKey {
+            mode,
+            feeds: feeds.iter().map(|f| (f.name.to_owned(), f.ty())).collect(),
+            fetch: fetch.to_vec(),
+            effects: effects.to_vec(),
+        };
+        let plan = &self.plans[&key];
+        let mut out = Vec::with_capacity(plan.lowered.len());
+        for (id, dispatches, _) in &plan.lowered {
+            let node = &self.graph.nodes[*id];
+            let start = std::time::Instant::now();
+            let mut encoder = self.gpu.encoder("wgtrain.profile");
+            wgtrain_device::encode_all(&mut encoder, node.op.name(), dispatches.iter());
+            self.gpu.submit(encoder);
+            self.gpu.sync()?;
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            out.push((node.op.name(), node.scope.clone(), dispatches.len(), ms));
+        }
+        Ok(out)
+    }
+
     /// The current value of the variable named `name` (a separate, synchronous read).
     pub fn read_variable(&self, name: &str) -> Result<Vec<f32>> {
         let (i, v) = self.variable_index(name)?;

@@ -3,7 +3,8 @@
 //! and the CIFAR ResNets of He et al. 2015 §4.2 (20, 32, 44, 56, 110 layers).
 //!
 //! Every builder returns a [`Model`]: the graph with its `images [N, H, W, C]` and
-//! `labels [N]` inputs, the logits, and a softmax cross-entropy loss attached.
+//! `labels [N]` inputs, the logits, and a softmax cross-entropy loss attached — except
+//! [`mlp_sigmoid_mse`], the textbook sigmoid network with the quadratic cost.
 
 use wgtrain_graph::{Graph, TensorType, Value};
 
@@ -17,6 +18,7 @@ pub struct Model {
     pub graph: Graph,
     pub images: Value,
     pub labels: Value,
+    /// The outputs the loss reads: logits, or the output sigmoids of [`mlp_sigmoid_mse`].
     pub logits: Value,
     pub loss: Value,
     /// `[2]` u32: top-1 and top-5 hits of the batch.
@@ -60,26 +62,52 @@ fn finish(
     })
 }
 
+/// The nonlinearity an MLP applies after its layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Activation {
+    Relu,
+    Sigmoid,
+}
+
+/// Flattens `images` and applies `fc1`, `fc2`, … of widths `hidden` followed by `act`,
+/// then the output layer (without activation). Returns the output and the layer widths
+/// for the model's name (`784-15-10`).
+fn mlp_layers(
+    g: &mut Graph,
+    images: Value,
+    input: [usize; 3],
+    hidden: &[usize],
+    classes: usize,
+    act: Activation,
+) -> Result<(Value, String)> {
+    let mut x = g.flatten(images)?;
+    let mut width = input.iter().product::<usize>();
+    let dims: Vec<String> = std::iter::once(width)
+        .chain(hidden.iter().copied())
+        .chain(std::iter::once(classes))
+        .map(|d| d.to_string())
+        .collect();
+    for (i, &h) in hidden.iter().enumerate() {
+        let z = g.scoped(&format!("fc{}", i + 1), |g| linear(g, x, width, h))?;
+        x = match act {
+            Activation::Relu => g.relu(z)?,
+            Activation::Sigmoid => g.sigmoid(z)?,
+        };
+        width = h;
+    }
+    let out = g.scoped(&format!("fc{}", hidden.len() + 1), |g| {
+        linear(g, x, width, classes)
+    })?;
+    Ok((out, dims.join("-")))
+}
+
 /// A multilayer perceptron over flattened images: `hidden` sizes with ReLU between, then
 /// `classes` outputs (`fc1`, `fc2`, … named as in the classic examples).
 pub fn mlp(input: [usize; 3], hidden: &[usize], classes: usize, batch: usize) -> Result<Model> {
     let (mut g, images, labels) = start(batch, input)?;
-    let mut x = g.flatten(images)?;
-    let mut width = input.iter().product::<usize>();
-    for (i, &h) in hidden.iter().enumerate() {
-        let z = g.scoped(&format!("fc{}", i + 1), |g| linear(g, x, width, h))?;
-        x = g.relu(z)?;
-        width = h;
-    }
-    let logits = g.scoped(&format!("fc{}", hidden.len() + 1), |g| {
-        linear(g, x, width, classes)
-    })?;
-    let dims: Vec<String> = std::iter::once(input.iter().product::<usize>())
-        .chain(hidden.iter().copied())
-        .map(|d| d.to_string())
-        .collect();
+    let (logits, dims) = mlp_layers(&mut g, images, input, hidden, classes, Activation::Relu)?;
     finish(
-        format!("mlp-{}-{classes}", dims.join("-")),
+        format!("mlp-{dims}"),
         g,
         images,
         labels,
@@ -87,6 +115,35 @@ pub fn mlp(input: [usize; 3], hidden: &[usize], classes: usize, batch: usize) ->
         input,
         classes,
     )
+}
+
+/// The textbook network of Nielsen's *Neural Networks and Deep Learning* (ch. 1; 784-15-10
+/// or 784-30-10 on MNIST): a sigmoid after every layer, the output layer included, and
+/// the quadratic cost `C = 1/(2N) Σ_r ||a[r] - onehot(label[r])||²` instead of softmax
+/// cross-entropy (see [`Graph::mse_loss`]). Parameters are named `fc1`, `fc2`, … as in
+/// [`mlp`]; the model's `logits` are the output sigmoids (in (0, 1)), whose largest entry
+/// is the predicted class. Trained with plain SGD at lr 3.0 and batches of 10 in the book.
+pub fn mlp_sigmoid_mse(
+    input: [usize; 3],
+    hidden: &[usize],
+    classes: usize,
+    batch: usize,
+) -> Result<Model> {
+    let (mut g, images, labels) = start(batch, input)?;
+    let (z, dims) = mlp_layers(&mut g, images, input, hidden, classes, Activation::Sigmoid)?;
+    let out = g.scoped(&format!("fc{}", hidden.len() + 1), |g| g.sigmoid(z))?;
+    let (loss, correct) = g.mse_loss(out, labels)?;
+    Ok(Model {
+        name: format!("mlp-sigmoid-mse-{dims}"),
+        graph: g,
+        images,
+        labels,
+        logits: out,
+        loss,
+        correct,
+        input,
+        classes,
+    })
 }
 
 /// LeNet-style CNN for 28×28×1: conv5×5(16)-ReLU-maxpool2-conv5×5(32)-ReLU-maxpool2-

@@ -136,3 +136,22 @@ fn bad_depths_and_batches_are_errors() {
     );
     assert!(zoo::lenet5(10, 0).is_err());
 }
+
+#[test]
+fn textbook_sigmoid_mlp_matches_mlp_in_size_and_names() {
+    let m = zoo::mlp_sigmoid_mse([28, 28, 1], &[15], 10, 10).unwrap();
+    let relu = zoo::mlp([28, 28, 1], &[15], 10, 10).unwrap();
+    assert_eq!(m.name, "mlp-sigmoid-mse-784-15-10");
+    assert_eq!(relu.name, "mlp-784-15-10");
+    assert_eq!(m.graph.parameter_count(), 11_935);
+    let names = |m: &zoo::Model| -> Vec<String> {
+        m.graph.variables().iter().map(|v| v.name.clone()).collect()
+    };
+    assert_eq!(
+        names(&m),
+        ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    );
+    assert_eq!(names(&m), names(&relu));
+    assert_eq!(m.graph.ty(m.logits).shape, vec![10, 10]);
+    assert_eq!(m.graph.ty(m.correct).shape, vec![2]);
+}

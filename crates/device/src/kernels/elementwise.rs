@@ -1,5 +1,6 @@
 //! Elementwise maps over flat f32 tensors: [`Binary`] (add, multiply, each also in place),
-//! [`Scale`], [`Axpy`], [`Relu`] (forward and backward, in place or not) and [`BiasAdd`]
+//! [`Scale`], [`Axpy`], [`Relu`] and [`Sigmoid`] (forward and backward, in place or not)
+//! and [`BiasAdd`]
 //! over the last dimension with its deterministic bias gradient
 //! ([`BiasAdd::prepare_grad`]). Shader: `shaders/elementwise.wgsl`.
 //!
@@ -262,6 +263,73 @@ impl Relu {
         check_count(self.count, "relu backward")?;
         let n = self.count as u64;
         builder(gpu, "relu_backward_into", &self.params())
+            .read("y", y, n)
+            .write("dy", dy, n)
+            .build(grid(gpu, self.count))
+    }
+}
+
+/// `y = 1 / (1 + exp(-x))` over `count` elements, finite for every finite `x` (the
+/// shader never takes `exp` of a positive argument); its backward
+/// `dx = dy · y · (1 - y)` reads the forward output, so the forward may run in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sigmoid {
+    pub count: u32,
+}
+
+impl Sigmoid {
+    fn params(&self) -> Params {
+        Params {
+            count: self.count,
+            ..Params::default()
+        }
+    }
+
+    /// `y = sigmoid(x)`.
+    pub fn prepare(&self, gpu: &Gpu, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Result<Dispatch> {
+        check_count(self.count, "sigmoid")?;
+        let n = self.count as u64;
+        builder(gpu, "sigmoid", &self.params())
+            .read("x", x, n)
+            .write("y", y, n)
+            .build(grid(gpu, self.count))
+    }
+
+    /// `x = sigmoid(x)`.
+    pub fn prepare_in_place(&self, gpu: &Gpu, x: &wgpu::Buffer) -> Result<Dispatch> {
+        check_count(self.count, "sigmoid")?;
+        builder(gpu, "sigmoid_in_place", &self.params())
+            .write("x", x, self.count as u64)
+            .build(grid(gpu, self.count))
+    }
+
+    /// `dx = dy · y · (1 - y)` from the forward output `y`.
+    pub fn prepare_backward(
+        &self,
+        gpu: &Gpu,
+        y: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+    ) -> Result<Dispatch> {
+        check_count(self.count, "sigmoid backward")?;
+        let n = self.count as u64;
+        builder(gpu, "sigmoid_backward", &self.params())
+            .read("y", y, n)
+            .read("dy", dy, n)
+            .write("dx", dx, n)
+            .build(grid(gpu, self.count))
+    }
+
+    /// The backward in place: `dy` becomes `dx`.
+    pub fn prepare_backward_in_place(
+        &self,
+        gpu: &Gpu,
+        y: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+    ) -> Result<Dispatch> {
+        check_count(self.count, "sigmoid backward")?;
+        let n = self.count as u64;
+        builder(gpu, "sigmoid_backward_into", &self.params())
             .read("y", y, n)
             .write("dy", dy, n)
             .build(grid(gpu, self.count))

@@ -2,7 +2,7 @@
 //! in f64 (callers widen f32 inputs), so finite differences of these functions are exact
 //! up to f64 rounding.
 
-use crate::kernels::elementwise::{Axpy, BiasAdd, Binary, BinaryOp, Relu, Scale};
+use crate::kernels::elementwise::{Axpy, BiasAdd, Binary, BinaryOp, Relu, Scale, Sigmoid};
 
 /// `z[i] = x[i] + y[i]` or `x[i] * y[i]`.
 pub fn binary(p: &Binary, x: &[f64], y: &[f64]) -> Vec<f64> {
@@ -44,6 +44,32 @@ pub fn relu_backward(p: &Relu, y: &[f64], dy: &[f64]) -> Vec<f64> {
         .iter()
         .zip(&dy[..n])
         .map(|(&y, &g)| if y > 0.0 { g } else { 0.0 })
+        .collect()
+}
+
+/// `y[i] = 1 / (1 + exp(-x[i]))`, as `e / (1 + e)` with `e = exp(x[i])` for negative
+/// inputs so that no `exp` overflows.
+pub fn sigmoid(p: &Sigmoid, x: &[f64]) -> Vec<f64> {
+    x[..p.count as usize]
+        .iter()
+        .map(|&v| {
+            let e = (-v.abs()).exp();
+            if v >= 0.0 {
+                1.0 / (1.0 + e)
+            } else {
+                e / (1.0 + e)
+            }
+        })
+        .collect()
+}
+
+/// `dx[i] = dy[i] · y[i] · (1 - y[i])` from the forward output `y`.
+pub fn sigmoid_backward(p: &Sigmoid, y: &[f64], dy: &[f64]) -> Vec<f64> {
+    let n = p.count as usize;
+    y[..n]
+        .iter()
+        .zip(&dy[..n])
+        .map(|(&y, &g)| g * y * (1.0 - y))
         .collect()
 }
 

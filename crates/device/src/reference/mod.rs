@@ -9,6 +9,7 @@ pub mod dropout;
 pub mod elementwise;
 pub mod lrn;
 pub mod matmul;
+pub mod mse;
 pub mod optimizer;
 pub mod pool;
 pub mod reduce;

@@ -7,6 +7,7 @@ pub mod dropout;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;
+pub mod mse;
 pub mod norm;
 pub mod optim;
 pub mod pool;
