@@ -109,13 +109,15 @@ pub fn parse_idx_u8(file: &Path, bytes: &[u8], ndims: usize) -> Result<IdxU8> {
 }
 
 /// MNIST-style images and labels (28×28 grey, 10 classes), normalised with MNIST's
-/// mean 0.1307 and standard deviation 0.3081.
+/// mean 0.1307 and standard deviation 0.3081 (or scaled to [0, 1], see
+/// [`Mnist::unit_range`]).
 #[derive(Debug, Clone)]
 pub struct Mnist {
     images: Vec<u8>,
     labels: Vec<u8>,
     h: usize,
     w: usize,
+    unit_range: bool,
 }
 
 impl Mnist {
@@ -150,7 +152,15 @@ impl Mnist {
             labels: lab.data,
             h: img.dims[1],
             w: img.dims[2],
+            unit_range: false,
         })
+    }
+
+    /// Pixels as `p / 255` in [0, 1] instead of standardised: what the textbook
+    /// network (and PyTorch's `ToTensor()` without `Normalize`) feeds.
+    pub fn unit_range(mut self) -> Self {
+        self.unit_range = true;
+        self
     }
 
     /// The test set vendored in the repository's `data/mnist/`.
@@ -180,8 +190,13 @@ impl Dataset for Mnist {
     }
     fn sample(&self, index: usize, out: &mut [f32]) -> u32 {
         let n = self.h * self.w;
+        let (mean, std) = if self.unit_range {
+            (0.0, 1.0)
+        } else {
+            (0.1307, 0.3081)
+        };
         for (o, &p) in out.iter_mut().zip(&self.images[index * n..(index + 1) * n]) {
-            *o = (p as f32 / 255.0 - 0.1307) / 0.3081;
+            *o = (p as f32 / 255.0 - mean) / std;
         }
         self.labels[index] as u32
     }
