@@ -9,8 +9,8 @@
 //   y       [N, P, Q, K]       dy [N, P, Q, K]
 // Entry points and bindings (the uniform Params p is binding 0 in each):
 //   conv2d_forward:          x (1), weight (2), bias (3, read only when HAS_BIAS), y (4)
-//   conv2d_backward_data:    dy (1), weight (2), dx (3)
-//   conv2d_backward_filter:  x (1), dy (2), dw (3)
+//   conv2d_backward_data:    dy (1), weight (2), dx (3)  (also conv2d_backward_data_vec4)
+//   conv2d_backward_filter:  x (1), dy (2), dw (3)  (also conv2d_backward_filter_vec4)
 //
 // Each pass is an implicit GEMM whose rows and columns are:
 //   forward          rows: the N·P·Q pixels of y    cols: out-channels k     sum: r, s, c in group
@@ -403,6 +403,98 @@ fn conv2d_backward_data(
     store_dx_tile(t, dx_pix, live, array<vec4<f32>, 4>(acc0, acc1, acc2, acc3));
 }
 
+// conv2d_backward_data_vec4 — the data pass with every load a vec4, for Cg % 4 == 0 and
+// Kg % 4 == 0 (and not MIXED). Each invocation owns TM = 4 rows (as conv2d_backward_data,
+// same row order and gather) and 4 CONTIGUOUS channels c4·4 .. c4·4 + 3, c4 = the column
+// tile's first vec4 + lid.x (so p.col_tiles is unchanged: WG_X·4 channels per tile). Per
+// chunk of 4 out-channels kk..kk+3 it loads each row's dy as one vec4 (along k) and the
+// filter taps weight[k_base + kk + j, r, s, c..c+4] as 4 vec4s (along c): 8 loads feed 64
+// FMAs (a 4×4 matrix whose columns are the taps, times each row's dy). Stores are vec4s.
+@group(0) @binding(1) var<storage, read> dy_data_v4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> dx_v4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn conv2d_backward_data_vec4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let t = tile(wid, lid, nwg);
+    if (!t.live) {
+        return;
+    }
+    // Row decoding as in conv2d_backward_data (phases of stride_w).
+    let rows = tile_rows(t.row0);
+    let phase_w = (rows / p.w_steps) % p.stride_w;
+    let in_w = (rows % p.w_steps) * p.stride_w + phase_w;
+    let in_h = (rows / (p.w_steps * p.stride_w)) % p.h;
+    let img = rows / (p.w_steps * p.stride_w * p.h);
+    let live = (vec4<u32>(t.row0) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.rows)) & (in_w < vec4<u32>(p.w));
+    let in_wc = min(in_w, vec4<u32>(p.w - 1u));
+    let from_w = vec4<i32>(in_wc + p.pad_w);
+    let from_h = vec4<i32>(in_h + p.pad_h);
+    // In vec4 units: this invocation's channel chunk within the group (clamped), the
+    // filter's row length R·S·Cg, and dy's first chunk of the group's out-channels.
+    let cg4 = p.cg / 4u;
+    let col4 = (wid.x % p.col_tiles) * WG_X + lid.x;
+    let c4 = min(col4, cg4 - 1u);
+    let rsc4 = p.r * p.s * cg4;
+    let k_base = t.group * p.kg;
+    let w_off4 = k_base * rsc4 + c4;
+    let k4 = p.k / 4u;
+    let kg4 = p.kg / 4u;
+    let zero = vec4<f32>(0.0);
+    // acc[i] holds row i's 4 channels.
+    var acc0 = zero;
+    var acc1 = zero;
+    var acc2 = zero;
+    var acc3 = zero;
+    for (var r = 0u; r < p.r; r++) {
+        var ok_h: vec4<bool>;
+        let out_p = gather_coord(from_h - i32(r * p.dil_h), p.stride_h, p.p, &ok_h);
+        if (!any(ok_h)) {
+            continue;
+        }
+        let dy_row = (img * p.p + out_p) * p.q;
+        for (var s = 0u; s < p.s; s++) {
+            var ok_w: vec4<bool>;
+            let out_q = gather_coord(from_w - i32(s * p.dil_w), p.stride_w, p.q, &ok_w);
+            let ok = ok_h & ok_w;
+            if (!any(ok)) {
+                continue;
+            }
+            let pix4 = (dy_row + out_q) * k4 + k_base / 4u;
+            var wt4 = w_off4 + (r * p.s + s) * cg4;
+            for (var kk = 0u; kk < kg4; kk++) {
+                // Columns of wt are the taps of out-channels 4·kk + j: wt * dv = Σ_j dv[j]·tap_j.
+                let wt = mat4x4<f32>(
+                    weight_v4[wt4], weight_v4[wt4 + rsc4],
+                    weight_v4[wt4 + 2u * rsc4], weight_v4[wt4 + 3u * rsc4]);
+                wt4 += 4u * rsc4;
+                acc0 += wt * select(zero, dy_data_v4[pix4.x + kk], ok.x);
+                acc1 += wt * select(zero, dy_data_v4[pix4.y + kk], ok.y);
+                acc2 += wt * select(zero, dy_data_v4[pix4.z + kk], ok.z);
+                acc3 += wt * select(zero, dy_data_v4[pix4.w + kk], ok.w);
+            }
+        }
+    }
+    if (col4 >= cg4) {
+        return;
+    }
+    let dx_pix4 = ((img * p.h + in_h) * p.w + in_wc) * (p.c / 4u) + t.group * cg4 + c4;
+    let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    for (var i = 0u; i < TM; i++) {
+        if (!live[i]) {
+            continue;
+        }
+        var v = accs[i];
+        if (ACCUMULATE) {
+            v += dx_v4[dx_pix4[i]];
+        }
+        dx_v4[dx_pix4[i]] = v;
+    }
+}
+
 fn store_dw(row: u32, col: u32, group: u32, value: f32) {
     if (row >= p.rows || col >= p.cols) {
         return;
@@ -483,6 +575,115 @@ fn conv2d_backward_filter(
     for (var i = 0u; i < TM; i++) {
         for (var j = 0u; j < TN; j++) {
             store_dw(t.row0 + i, t.col0 + j * WG_X, t.group, accs[i][j]);
+        }
+    }
+}
+
+// conv2d_backward_filter_vec4 — the filter pass with every load a vec4, for Cg % 4 == 0
+// and Kg % 4 == 0 (and not MIXED). Each invocation owns TM = 4 contiguous out-channels
+// (rows, as conv2d_backward_filter) and CV = 1 or 2 (CV = 2 when WIDE, for Cg % 8 == 0)
+// CONTIGUOUS vec4s of columns: channels of one tap (r, s). Its column unit is the column
+// tile's first + lid.x; the host counts p.cols in those units (R·S·Cg / CV) so that
+// p.col_tiles covers them. Per output pixel it loads dy as one vec4 (along k) and x as CV
+// vec4s (along c): 1 + CV loads feed 16·CV FMAs. Having one tap, it loops only over the
+// output pixels whose input pixel lies inside the image (bounds computed once), so
+// padding costs nothing. Sums run over n, p, q in order: deterministic.
+@group(0) @binding(2) var<storage, read> dy_filter_v4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> dw_v4: array<vec4<f32>>;
+
+override WIDE: bool = false;
+
+// The output coordinates [begin, end) whose input coordinate o·stride + start is in [0, size).
+fn inside_range(start: i32, stride: u32, size: u32, out: u32) -> vec2<u32> {
+    var begin = 0u;
+    if (start < 0) {
+        begin = (u32(-start) + stride - 1u) / stride;
+    }
+    var end = 0u;
+    if (start < i32(size)) {
+        end = min(out, u32(i32(size) - 1 - start) / stride + 1u);
+    }
+    return vec2<u32>(begin, max(begin, end));
+}
+
+fn store_dw4(idx: u32, value: vec4<f32>) {
+    var v = value;
+    if (ACCUMULATE) {
+        v += dw_v4[idx];
+    }
+    dw_v4[idx] = v;
+}
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn conv2d_backward_filter_vec4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let t = tile(wid, lid, nwg);
+    if (!t.live) {
+        return;
+    }
+    let cv = select(1u, 2u, WIDE);
+    // Kg % 4 == 0, so all 4 rows exist; in vec4 units: the rows' dy chunk, this
+    // invocation's first column (clamped), its channel chunk and tap.
+    let k4 = (t.group * p.kg + t.row0) / 4u;
+    let cg4 = p.cg / 4u;
+    let cols4 = p.r * p.s * cg4;
+    let col4 = ((wid.x % p.col_tiles) * WG_X + lid.x) * cv;
+    let cc4 = min(col4, cols4 - cv);
+    let tap = cc4 / cg4;
+    let xc4 = t.group * cg4 + cc4 % cg4;
+    let h_tap = i32((tap / p.s) * p.dil_h) - i32(p.pad_h);
+    let w_tap = i32((tap % p.s) * p.dil_w) - i32(p.pad_w);
+    let ops = inside_range(h_tap, p.stride_h, p.h, p.p);
+    let oqs = inside_range(w_tap, p.stride_w, p.w, p.q);
+    let c4 = p.c / 4u;
+    let kv = p.k / 4u;
+    let zero = vec4<f32>(0.0);
+    // acc[i] (and wide[i] for the second vec4 of columns) holds row i's columns.
+    var acc0 = zero;
+    var acc1 = zero;
+    var acc2 = zero;
+    var acc3 = zero;
+    var wide0 = zero;
+    var wide1 = zero;
+    var wide2 = zero;
+    var wide3 = zero;
+    for (var n = 0u; n < p.n; n++) {
+        for (var op = ops.x; op < ops.y; op++) {
+            let ih = u32(h_tap + i32(op * p.stride_h));
+            let x_row = (n * p.h + ih) * p.w;
+            let dy_row = (n * p.p + op) * p.q;
+            for (var oq = oqs.x; oq < oqs.y; oq++) {
+                let iw = u32(w_tap + i32(oq * p.stride_w));
+                let xi = (x_row + iw) * c4 + xc4;
+                let xv = x_v4[xi];
+                let dv = dy_filter_v4[(dy_row + oq) * kv + k4];
+                acc0 = fma(vec4<f32>(dv.x), xv, acc0);
+                acc1 = fma(vec4<f32>(dv.y), xv, acc1);
+                acc2 = fma(vec4<f32>(dv.z), xv, acc2);
+                acc3 = fma(vec4<f32>(dv.w), xv, acc3);
+                if (WIDE) {
+                    let xw = x_v4[xi + 1u];
+                    wide0 = fma(vec4<f32>(dv.x), xw, wide0);
+                    wide1 = fma(vec4<f32>(dv.y), xw, wide1);
+                    wide2 = fma(vec4<f32>(dv.z), xw, wide2);
+                    wide3 = fma(vec4<f32>(dv.w), xw, wide3);
+                }
+            }
+        }
+    }
+    if (col4 >= cols4) {
+        return;
+    }
+    let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    let wides = array<vec4<f32>, 4>(wide0, wide1, wide2, wide3);
+    for (var i = 0u; i < TM; i++) {
+        let idx = (k4 * 4u + i) * cols4 + col4;
+        store_dw4(idx, accs[i]);
+        if (WIDE) {
+            store_dw4(idx + 1u, wides[i]);
         }
     }
 }

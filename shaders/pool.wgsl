@@ -17,7 +17,8 @@
 // Dispatch: 1-D, one invocation per element of the tensor written (`u.count` of them),
 // grid from grid_1d: i = (wid.y * nwg.x + wid.x) * WG + lid.x. The channel is the fastest
 // index, so neighbouring invocations touch neighbouring addresses (coalesced in NHWC).
-// Bounds guard: `if (i >= u.count) { return; }`.
+// Bounds guard: `if (i >= u.count) { return; }`. When C % 4 == 0 the host picks the
+// `*_vec4` entries instead (3-D grid, 4 channels per invocation; see their comment).
 //
 // Windows: output row op covers input rows op * stride_h - pad_h + [0, R); rows outside
 // [0, H) are padding. The host guarantees pad <= window / 2 and P, Q >= 1, so every
@@ -248,4 +249,130 @@ fn global_avg_backward(
     let c = i % u.c;
     let n = i / (u.h * u.w * u.c);
     dx[i] = dy[n * u.c + c] / f32(u.h * u.w);
+}
+
+// ---- vec4 variants, for C % 4 == 0 ----
+// One invocation per 4 channels of one pixel of the tensor written, on a 3-D grid:
+// x = channel vec4 (wid.x·WG_X + lid.x), y = column (wid.y·WG_Y + lid.y), z = image row
+// n·rows + row (wid.z; rows = P forward, H backward). The row and image come from the
+// workgroup id, uniform over the workgroup, so the per-invocation index decoding of the
+// 1-D entries (several integer divisions per lane, scalarised on CPU drivers) is gone,
+// and every load and store moves 4 channels. Bounds guard: channel vec4 >= C / 4 or
+// column >= Q (W) returns. Bindings as the matching 1-D entries, as vec4 arrays.
+@group(0) @binding(1) var<storage, read> x_v4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> y_v4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> argmax_v4: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> dy_v4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> argmax_in_v4: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> dx_max_v4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dx_v4: array<vec4<f32>>;
+
+override WG_X: u32 = 4u;
+override WG_Y: u32 = 16u;
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn max_forward_vec4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let c4 = wid.x * WG_X + lid.x;
+    let oq = wid.y * WG_Y + lid.y;
+    let cv = u.c / 4u;
+    if (c4 >= cv || oq >= u.q) {
+        return;
+    }
+    let op = wid.z % u.p;
+    let n = wid.z / u.p;
+    let win = window(op, oq);
+    let plane = n * u.h * u.w;
+    // As max_forward, per channel: `>` keeps the first of equal values.
+    var best_at = vec4<u32>(win.x * u.w + win.z);
+    var best = x_v4[(plane + best_at.x) * cv + c4];
+    for (var ih = win.x; ih < win.y; ih++) {
+        for (var iw = win.z; iw < win.w; iw++) {
+            let at = ih * u.w + iw;
+            let v = x_v4[(plane + at) * cv + c4];
+            let better = v > best;
+            best = select(best, v, better);
+            best_at = select(best_at, vec4<u32>(at), better);
+        }
+    }
+    let o = (wid.z * u.q + oq) * cv + c4;
+    y_v4[o] = best;
+    argmax_v4[o] = best_at;
+}
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn avg_forward_vec4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let c4 = wid.x * WG_X + lid.x;
+    let oq = wid.y * WG_Y + lid.y;
+    let cv = u.c / 4u;
+    if (c4 >= cv || oq >= u.q) {
+        return;
+    }
+    let op = wid.z % u.p;
+    let n = wid.z / u.p;
+    let win = window(op, oq);
+    let plane = n * u.h * u.w;
+    var sum = vec4<f32>(0.0);
+    for (var ih = win.x; ih < win.y; ih++) {
+        for (var iw = win.z; iw < win.w; iw++) {
+            sum += x_v4[(plane + ih * u.w + iw) * cv + c4];
+        }
+    }
+    y_v4[(wid.z * u.q + oq) * cv + c4] = sum / avg_divisor(win);
+}
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn max_backward_vec4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let c4 = wid.x * WG_X + lid.x;
+    let iw = wid.y * WG_Y + lid.y;
+    let cv = u.c / 4u;
+    if (c4 >= cv || iw >= u.w) {
+        return;
+    }
+    let ih = wid.z % u.h;
+    let n = wid.z / u.h;
+    let rows = covering(ih, u.r, u.stride_h, u.pad_h, u.p);
+    let cols = covering(iw, u.s, u.stride_w, u.pad_w, u.q);
+    let me = vec4<u32>(ih * u.w + iw);
+    var sum = vec4<f32>(0.0);
+    for (var op = rows.x; op < rows.y; op++) {
+        for (var oq = cols.x; oq < cols.y; oq++) {
+            let o = ((n * u.p + op) * u.q + oq) * cv + c4;
+            sum += select(vec4<f32>(0.0), dy_v4[o], argmax_in_v4[o] == me);
+        }
+    }
+    dx_max_v4[(wid.z * u.w + iw) * cv + c4] = sum;
+}
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn avg_backward_vec4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let c4 = wid.x * WG_X + lid.x;
+    let iw = wid.y * WG_Y + lid.y;
+    let cv = u.c / 4u;
+    if (c4 >= cv || iw >= u.w) {
+        return;
+    }
+    let ih = wid.z % u.h;
+    let n = wid.z / u.h;
+    let rows = covering(ih, u.r, u.stride_h, u.pad_h, u.p);
+    let cols = covering(iw, u.s, u.stride_w, u.pad_w, u.q);
+    var sum = vec4<f32>(0.0);
+    for (var op = rows.x; op < rows.y; op++) {
+        for (var oq = cols.x; oq < cols.y; oq++) {
+            let o = ((n * u.p + op) * u.q + oq) * cv + c4;
+            sum += dy_v4[o] / avg_divisor(window(op, oq));
+        }
+    }
+    dx_v4[(wid.z * u.w + iw) * cv + c4] = sum;
 }

@@ -70,6 +70,27 @@ fn cases() -> Vec<(&'static str, Conv2d)> {
             "many workgroups",
             Conv2d::new(2, 20, 20, 16, 40, 3, 3).pad(1, 1),
         ),
+        // C/groups and K/groups multiples of 4: the vec4 kernels.
+        (
+            "vec4 pad 2 batch 1 partial tile",
+            Conv2d::new(1, 7, 9, 40, 20, 5, 5).pad(2, 2),
+        ),
+        (
+            "vec4 stride 2",
+            Conv2d::new(2, 9, 11, 8, 12, 3, 3).pad(1, 1).stride(2, 2),
+        ),
+        (
+            "vec4 stride 2x3 dilation",
+            Conv2d::new(1, 10, 13, 4, 8, 3, 2)
+                .pad(2, 1)
+                .stride(2, 3)
+                .dilation(2, 1),
+        ),
+        (
+            "vec4 groups 2",
+            Conv2d::new(2, 6, 7, 64, 72, 3, 3).pad(1, 1).grouped(2),
+        ),
+        ("vec4 lenet conv2", Conv2d::new(3, 12, 12, 16, 32, 5, 5)),
     ]
 }
 
@@ -169,6 +190,7 @@ fn backward_data_matches_reference() {
     }
     check_backward_data("3x3 stride 2", cases()[2].1, 1100, true);
     check_backward_data("depthwise", cases()[9].1, 1101, true);
+    check_backward_data("vec4 groups 2", cases()[17].1, 1102, true);
 }
 
 #[test]
@@ -178,6 +200,7 @@ fn backward_filter_matches_reference() {
     }
     check_backward_filter("3x3 stride 2", cases()[2].1, 2100, true);
     check_backward_filter("groups 2 narrow", cases()[7].1, 2101, true);
+    check_backward_filter("vec4 groups 2", cases()[17].1, 2102, true);
 }
 
 /// Up to `count` indices spread evenly over `0..len`, first and last included.

@@ -30,6 +30,11 @@ fn shapes(kind: PoolKind) -> Vec<Pool2d> {
         mk(1, 6, 6, 1, 4, 3, 2),
         odd,
         tall,
+        // C % 4 == 0: the vec4 entries (3-D grid).
+        mk(1, 24, 24, 16, 2, 2, 0),
+        mk(2, 11, 9, 8, 3, 2, 1),
+        mk(1, 5, 7, 12, 3, 1, 1),
+        mk(3, 8, 8, 260, 2, 2, 0),
     ]
 }
 
@@ -97,28 +102,35 @@ fn avg_pool_forward_and_backward_match_reference_for_both_divisors() {
 #[test]
 fn max_pool_ties_pick_the_first_cell_and_padding_never_wins() {
     // All-negative input with padding: a padded zero must not be chosen. Equal values:
-    // the first cell in row-major order wins, on the GPU as in the reference.
-    let p = Pool2d::max(1, 4, 4, 2, 3, 2, 1);
-    let x: Vec<f32> = (0..p.input_len())
-        .map(|i| {
-            if i % 3 == 0 {
-                -0.5
-            } else {
-                -1.0 - (i % 2) as f32
-            }
-        })
-        .collect();
-    let (want_y, want_arg) = reference::pool2d_forward(&p, &x);
-    let (y, arg) = gpu_forward(&p, &x);
-    assert!(y.iter().all(|&v| v < 0.0), "padding leaked into max: {y:?}");
-    assert_close("pool forward ties", &y, &want_y, 0.0, 0.0);
-    assert_eq!(arg, want_arg);
+    // the first cell in row-major order wins, on the GPU as in the reference. C = 2 takes
+    // the 1-D entry, C = 8 the vec4 one.
+    for c in [2, 8] {
+        let p = Pool2d::max(1, 4, 4, c, 3, 2, 1);
+        let x: Vec<f32> = (0..p.input_len())
+            .map(|i| {
+                if i % 3 == 0 {
+                    -0.5
+                } else {
+                    -1.0 - (i % 2) as f32
+                }
+            })
+            .collect();
+        let (want_y, want_arg) = reference::pool2d_forward(&p, &x);
+        let (y, arg) = gpu_forward(&p, &x);
+        assert!(y.iter().all(|&v| v < 0.0), "padding leaked into max: {y:?}");
+        assert_close("pool forward ties", &y, &want_y, 0.0, 0.0);
+        assert_eq!(arg, want_arg);
+    }
 }
 
 #[test]
 fn large_pool_spans_many_workgroups() {
     check_gpu(Pool2d::max(4, 55, 55, 24, 3, 2, 0), 50);
     check_gpu(Pool2d::avg(2, 56, 56, 33, 3, 2, 1), 51);
+    check_gpu(Pool2d::avg(2, 56, 56, 32, 3, 2, 1), 52);
+    // n·rows beyond the 65535 workgroups of grid z: the 1-D entries take over.
+    check_gpu(Pool2d::max(1, 66_000, 2, 4, 1, 1, 0), 53);
+    check_gpu(Pool2d::avg(1, 66_000, 2, 4, 1, 1, 0), 54);
 }
 
 #[test]

@@ -9,7 +9,9 @@
 //! shader's header). The wrapper picks the workgroup shape from the GEMM's rows and
 //! columns, so that narrow GEMMs (few output channels, a small filter) keep their lanes
 //! busy, and chooses between one dispatch column per group and "mixed" mode, where all
-//! groups sit side by side (for depthwise and other narrow groups).
+//! groups sit side by side (for depthwise and other narrow groups). When not mixed and
+//! `C / groups` is a multiple of 4 (for the backward passes `K / groups` too), each pass
+//! uses its `*_vec4` entry, whose loads are all vec4s, each feeding 4+ FMAs.
 //! The bias gradient (a column sum of `dy`) and the ReLU backward live in the
 //! elementwise family.
 
@@ -351,8 +353,14 @@ impl Conv2d {
             KERNEL,
             "N·H·W rounded up",
         )?;
+        // Channels and out-channels per group in whole vec4s: every load is aligned.
+        let vec4 = !mixed && self.cg() % 4 == 0 && self.kg() % 4 == 0;
         let gemm = Gemm {
-            entry: "conv2d_backward_data",
+            entry: if vec4 {
+                "conv2d_backward_data_vec4"
+            } else {
+                "conv2d_backward_data"
+            },
             rows,
             cols,
             mixed,
@@ -380,9 +388,20 @@ impl Conv2d {
         self.validate()?;
         let mixed = self.mixed(self.kg());
         let rows = if mixed { self.k } else { self.kg() };
-        let cols = self.r * self.s * self.cg();
+        let mut cols = self.r * self.s * self.cg();
+        // Channels and out-channels per group in whole vec4s: every load is aligned. The
+        // vec4 entry's columns come in units of 4 channels, or 8 (`wide`) when Cg allows.
+        let vec4 = !mixed && self.cg() % 4 == 0 && self.kg() % 4 == 0;
+        let wide = vec4 && self.cg() % 8 == 0;
+        if wide {
+            cols /= 2;
+        }
         let gemm = Gemm {
-            entry: "conv2d_backward_filter",
+            entry: if vec4 {
+                "conv2d_backward_filter_vec4"
+            } else {
+                "conv2d_backward_filter"
+            },
             rows,
             cols,
             mixed,
@@ -390,6 +409,7 @@ impl Conv2d {
         let (builder, groups) = self.builder(gpu, &gemm);
         builder
             .flag("ACCUMULATE", accumulate)
+            .flag("WIDE", wide)
             .read("x", x, self.x_elems())
             .read("dy", dy, self.y_elems())
             .write("dw", dw, self.w_elems())

@@ -8,7 +8,10 @@
 //! tensor (`u32`, shaped like the output) holding the flat index `ih * W + iw` of the
 //! chosen cell within its `(n, c)` plane; the backward gathers: every input element sums
 //! `dy` over the windows covering it whose argmax is that element. No atomics, so results
-//! are deterministic.
+//! are deterministic. When `c % 4 == 0` the 2-D pools use `*_vec4` entries instead: a 3-D
+//! grid (channel vec4s × columns × n·rows) whose row and image come from the workgroup id,
+//! so no invocation decodes its index with integer divisions (scalarised per lane on CPU
+//! drivers), and every load and store moves 4 channels.
 
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -188,6 +191,30 @@ impl Pool2d {
         }
     }
 
+    /// Workgroup shape and grid of the `*_vec4` entries, which write a `[n, rows, cols, c]`
+    /// tensor with one invocation per 4 channels of a pixel (x: channel vec4s, y: columns,
+    /// z: n·rows + row); `None` (use the 1-D entries) unless `c % 4 == 0` and the grid
+    /// fits the per-dimension limit.
+    fn grid_vec4(&self, gpu: &Gpu, rows: u32, cols: u32) -> Option<([u32; 2], [u32; 3])> {
+        let max = gpu.limits().max_compute_workgroups_per_dimension as u64;
+        let vecs = self.c / 4;
+        if self.c % 4 != 0 {
+            return None;
+        }
+        // Channel vec4s across (up to a whole workgroup of 64), columns down the rest.
+        let wg_x = vecs.next_power_of_two().min(64);
+        let wg_y = 64 / wg_x;
+        let grid = [
+            vecs.div_ceil(wg_x) as u64,
+            cols.div_ceil(wg_y) as u64,
+            self.n as u64 * rows as u64,
+        ];
+        if grid.iter().any(|&g| g > max) {
+            return None;
+        }
+        Some(([wg_x, wg_y], grid.map(|g| g as u32)))
+    }
+
     fn check_argmax(&self, argmax: Option<&wgpu::Buffer>) -> Result<()> {
         let want = self.kind == PoolKind::Max;
         ensure(want == argmax.is_some(), KERNEL, || {
@@ -212,6 +239,24 @@ impl Pool2d {
         self.check()?;
         self.check_argmax(argmax)?;
         let (len_x, len_y) = (self.input_len(), self.output_len());
+        if let Some((wg, groups)) = self.grid_vec4(gpu, self.out_h(), self.out_w()) {
+            let builder = match argmax {
+                Some(argmax) => DispatchBuilder::new(gpu, shaders::POOL, "max_forward_vec4")
+                    .params(&self.params(len_y))
+                    .read("x", x, len_x)
+                    .write("y", y, len_y)
+                    .write("argmax", argmax, len_y),
+                None => DispatchBuilder::new(gpu, shaders::POOL, "avg_forward_vec4")
+                    .flag("COUNT_INCLUDE_PAD", self.count_include_pad)
+                    .params(&self.params(len_y))
+                    .read("x", x, len_x)
+                    .write("y", y, len_y),
+            };
+            return builder
+                .constant("WG_X", wg[0])
+                .constant("WG_Y", wg[1])
+                .build(groups);
+        }
         let groups = grid_1d(len_y, WG, gpu.limits().max_compute_workgroups_per_dimension);
         let builder = match argmax {
             Some(argmax) => DispatchBuilder::new(gpu, shaders::POOL, "max_forward")
@@ -240,6 +285,24 @@ impl Pool2d {
         self.check()?;
         self.check_argmax(argmax)?;
         let (len_x, len_y) = (self.input_len(), self.output_len());
+        if let Some((wg, groups)) = self.grid_vec4(gpu, self.h, self.w) {
+            let builder = match argmax {
+                Some(argmax) => DispatchBuilder::new(gpu, shaders::POOL, "max_backward_vec4")
+                    .params(&self.params(len_x))
+                    .read("dy", dy, len_y)
+                    .read("argmax", argmax, len_y)
+                    .write("dx", dx, len_x),
+                None => DispatchBuilder::new(gpu, shaders::POOL, "avg_backward_vec4")
+                    .flag("COUNT_INCLUDE_PAD", self.count_include_pad)
+                    .params(&self.params(len_x))
+                    .read("dy", dy, len_y)
+                    .write("dx", dx, len_x),
+            };
+            return builder
+                .constant("WG_X", wg[0])
+                .constant("WG_Y", wg[1])
+                .build(groups);
+        }
         let groups = grid_1d(len_x, WG, gpu.limits().max_compute_workgroups_per_dimension);
         let builder = match argmax {
             Some(argmax) => DispatchBuilder::new(gpu, shaders::POOL, "max_backward")
