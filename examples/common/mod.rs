@@ -1,0 +1,463 @@
+//! What the training examples share. Cargo builds `examples/common/` into each example
+//! that says `mod common;`, never as an example of its own.
+//!
+//! - [`TrainFlags`]: the flags every training run takes (`--data`, `--epochs`, …);
+//! - [`data`]: `--data DIR` as CIFAR-10 binary, MNIST IDX or an image folder;
+//! - [`run`]: builds the [`Trainer`], prints one line per epoch and a summary.
+
+// Each example uses part of this module.
+#![allow(dead_code)]
+
+pub mod data;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use wgtrain::graph::{Decay, Optimizer, Schedule};
+use wgtrain::models::checkpoint;
+use wgtrain::models::train::{EpochRecord, TrainConfig, Trainer};
+use wgtrain::models::zoo::Model;
+use wgtrain::prelude::Gpu;
+
+/// Flags every training example takes. Defaults that depend on the model or the adapter
+/// are `None` here and printed when the run starts.
+#[derive(Debug, clap::Args)]
+pub struct TrainFlags {
+    /// Train on this directory instead of the example's built-in data: CIFAR-10 binary
+    /// (data_batch_1.bin … test_batch.bin), MNIST IDX files (train-*, t10k-*, raw or
+    /// .gz), or an image folder (one sub-folder of JPEG/PNG images per class, or train/
+    /// and val/ folders of those)
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Passes over the training set [default: per model and adapter, printed at start]
+    #[arg(long, value_parser = at_least_one)]
+    pub epochs: Option<usize>,
+    /// Images per optimizer step [default: per model and adapter, printed at start]
+    #[arg(long, value_parser = at_least_one)]
+    pub batch_size: Option<usize>,
+    /// Base learning rate [default: per model and optimizer, printed at start]
+    #[arg(long, value_parser = positive_f32)]
+    pub lr: Option<f32>,
+    /// sgd (momentum 0.9) or adam [default: per model, printed at start]
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
+    /// Train on at most this many images (the synthetic set's size; a cap on real data)
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub train_samples: Option<usize>,
+    /// Evaluate on at most this many held-out images (as --train-samples)
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub eval_samples: Option<usize>,
+    /// Save weights, optimizer state and position here (safetensors) after every epoch
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: Option<PathBuf>,
+    /// Also save every N optimizer steps (0: only at the end of each epoch)
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "checkpoint")]
+    pub checkpoint_every: usize,
+    /// Continue from --checkpoint if it exists (exactly where it stopped)
+    #[arg(long, requires = "checkpoint")]
+    pub resume: bool,
+    /// Write the loss and accuracy chart (SVG) here [default: per example, printed]
+    #[arg(long, value_name = "PATH", conflicts_with = "no_plot")]
+    pub plot: Option<PathBuf>,
+    /// Do not write the chart
+    #[arg(long)]
+    pub no_plot: bool,
+    /// Seeds the initial weights, dropout and the shuffle
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop after this many optimizer steps in all (the checkpoint is still written, so
+    /// a run with --resume and without --max-steps goes on from there)
+    #[arg(long, value_name = "N", value_parser = at_least_one_u32)]
+    pub max_steps: Option<u32>,
+}
+
+/// The optimizers the examples offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerKind {
+    /// SGD with momentum 0.9 (and the model's weight decay)
+    Sgd,
+    /// Adam, PyTorch's defaults
+    Adam,
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e} (expected a whole number)")),
+    }
+}
+
+fn at_least_one_u32(s: &str) -> Result<u32, String> {
+    let n = at_least_one(s)?;
+    u32::try_from(n).map_err(|_| format!("must be at most {}", u32::MAX))
+}
+
+fn positive_f32(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("must be a positive number, got {v}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl TrainFlags {
+    /// The chart's path: `--plot`, else `default` in the current directory, or none.
+    pub fn plot_path(&self, default: &str) -> Option<PathBuf> {
+        match (&self.plot, self.no_plot) {
+            (_, true) => None,
+            (Some(p), false) => Some(p.clone()),
+            (None, false) => Some(PathBuf::from(default)),
+        }
+    }
+
+    /// Fails now, before the GPU is opened or any data loaded, if `--data` is missing or
+    /// the checkpoint or the chart could not be written later.
+    pub fn check_paths(&self, plot: Option<&Path>) -> Result<()> {
+        if let Some(dir) = &self.data {
+            data::check_dir(dir)?;
+        }
+        if let Some(path) = &self.checkpoint {
+            if !(self.resume && path.is_file()) {
+                checkpoint::check_writable(path)?;
+            }
+        }
+        if let Some(path) = plot {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            if !dir.is_dir() {
+                bail!(
+                    "--plot {}: directory {} does not exist",
+                    path.display(),
+                    dir.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `--optimizer` (else `default`), with `weight_decay` for SGD, and `--lr` (else the
+    /// default for that optimizer from `lrs`: `(sgd, adam)`).
+    pub fn optimizer(
+        &self,
+        default: OptimizerKind,
+        weight_decay: f32,
+        lrs: (f32, f32),
+    ) -> (Optimizer, f32) {
+        match self.optimizer.unwrap_or(default) {
+            OptimizerKind::Sgd => (
+                Optimizer::sgd_momentum(0.9, weight_decay, false),
+                self.lr.unwrap_or(lrs.0),
+            ),
+            OptimizerKind::Adam => (Optimizer::adam(), self.lr.unwrap_or(lrs.1)),
+        }
+    }
+}
+
+/// Runs an example's `main`, printing an error as one line (with its causes after
+/// colons) rather than as a debug dump, and exiting with status 1.
+pub fn exit_on_error(result: Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens the adapter wgtrain picks (or `WGTRAIN_ADAPTER`).
+pub fn open_gpu() -> Result<Arc<Gpu>> {
+    let gpu = Gpu::new().context(
+        "opening a GPU (`cargo run --release --example devices` lists the adapters; \
+         without a GPU install Mesa's lavapipe: apt-get install mesa-vulkan-drivers)",
+    )?;
+    Ok(Arc::new(gpu))
+}
+
+/// One line naming the adapter.
+pub fn adapter_line(gpu: &Gpu) -> String {
+    let i = gpu.info();
+    format!("{} ({:?}, {:?})", i.name, i.device_type, i.backend)
+}
+
+/// Prints `key` and `value` as one aligned line of the run's header.
+pub fn say(key: &str, value: impl std::fmt::Display) {
+    let key = if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}:")
+    };
+    println!("{key:<12}{value}");
+}
+
+/// Prints `lines` under one key, aligned like [`say`].
+pub fn say_lines(key: &str, lines: &[String]) {
+    for (i, line) in lines.iter().enumerate() {
+        say(if i == 0 { key } else { "" }, line);
+    }
+}
+
+/// `n` and its noun, singular or plural: "1 batch", "256 batches".
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    match n {
+        1 => format!("1 {one}"),
+        n => format!("{} {many}", thousands(n)),
+    }
+}
+
+/// `n` with thousands separators: 61,100,840.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The model's largest variable: its name and size in bytes.
+pub fn largest_variable(model: &Model) -> (String, u64) {
+    model
+        .graph
+        .variables()
+        .iter()
+        .map(|v| (v.name.clone(), v.ty.bytes()))
+        .max_by_key(|&(_, bytes)| bytes)
+        .unwrap_or_default()
+}
+
+/// Fails with a clear message when one of the model's tensors is larger than the
+/// adapter can bind to a shader (128 MiB on lavapipe).
+pub fn check_fits(gpu: &Gpu, model: &Model, advice: &str) -> Result<()> {
+    let (name, bytes) = largest_variable(model);
+    let limit = gpu.limits().max_storage_buffer_binding_size;
+    if bytes > limit {
+        bail!(
+            "{}: {name} takes {:.0} MB, over this adapter's {} MiB storage-binding limit; \
+             {advice}",
+            model.name,
+            bytes as f64 / 1e6,
+            limit >> 20
+        );
+    }
+    Ok(())
+}
+
+/// Cosine decay from `lr` to zero over `epochs` of `batches` steps.
+pub fn cosine(lr: f32, epochs: usize, batches: usize) -> Schedule {
+    Schedule {
+        base_lr: lr,
+        warmup: 0,
+        decay: Decay::Cosine {
+            total: (epochs * batches) as u32,
+            min_lr: 0.0,
+        },
+    }
+}
+
+/// A readable name for an optimizer and schedule.
+pub fn describe_optimizer(optimizer: Optimizer, schedule: Schedule) -> String {
+    let opt = match optimizer {
+        Optimizer::Sgd {
+            momentum,
+            weight_decay,
+            nesterov,
+            ..
+        } => {
+            let mut s = "SGD".to_owned();
+            if momentum != 0.0 {
+                s += &format!(" momentum {momentum}");
+            }
+            if nesterov {
+                s += " (Nesterov)";
+            }
+            if weight_decay != 0.0 {
+                s += &format!(", weight decay {weight_decay}");
+            }
+            s
+        }
+        Optimizer::Adam {
+            weight_decay: 0.0, ..
+        } => "Adam".to_owned(),
+        Optimizer::Adam { weight_decay, .. } => format!("Adam, weight decay {weight_decay}"),
+    };
+    let lr = match schedule.decay {
+        Decay::None => format!("lr {} (constant)", schedule.base_lr),
+        Decay::Cosine { .. } => format!("lr {} (cosine decay to 0)", schedule.base_lr),
+        Decay::Step { every, gamma } => {
+            format!("lr {} (x{gamma} every {every} steps)", schedule.base_lr)
+        }
+    };
+    format!("{opt}, {lr}")
+}
+
+/// Prints where the checkpoint and the chart go.
+pub fn say_outputs(flags: &TrainFlags, plot: Option<&Path>) {
+    let checkpoint = match (&flags.checkpoint, flags.resume) {
+        (None, _) => "none (--checkpoint PATH saves one after every epoch)".to_owned(),
+        (Some(p), false) => format!("{} after every epoch", p.display()),
+        (Some(p), true) => format!("{} (resuming from it if it exists)", p.display()),
+    };
+    say("checkpoint", checkpoint);
+    let plot = match plot {
+        Some(p) => format!("{} at the end (--plot PATH, --no-plot)", p.display()),
+        None => "none".to_owned(),
+    };
+    say("chart", plot);
+}
+
+/// Everything [`run`] needs besides the model, the flags and the data.
+pub struct RunConfig {
+    pub epochs: usize,
+    pub optimizer: Optimizer,
+    pub schedule: Schedule,
+    pub plot: Option<PathBuf>,
+    pub classes: usize,
+}
+
+/// Trains `model` on `train`, evaluating on `eval` after every epoch, printing one line
+/// per epoch and a summary. Returns the last held-out top-1 accuracy.
+pub fn run(
+    gpu: Arc<Gpu>,
+    model: Model,
+    flags: &TrainFlags,
+    run: RunConfig,
+    train: &wgtrain::models::data::Loader,
+    eval: &wgtrain::models::data::Loader,
+) -> Result<Option<f32>> {
+    let name = model.name.clone();
+    let config = TrainConfig {
+        epochs: run.epochs,
+        schedule: run.schedule,
+        optimizer: run.optimizer,
+        clip_grad_norm: None,
+        seed: flags.seed,
+        checkpoint: flags.checkpoint.clone(),
+        checkpoint_every: flags.checkpoint_every,
+        resume: flags.resume,
+        plot: run.plot.clone(),
+        progress: std::io::stderr().is_terminal(),
+        max_steps: flags.max_steps,
+    };
+    let checkpoint = flags.checkpoint.as_deref();
+    let resuming = flags.resume && checkpoint.is_some_and(Path::is_file);
+    if let (true, false, Some(path)) = (flags.resume, resuming, checkpoint) {
+        say(
+            "resume",
+            format!(
+                "no checkpoint at {} yet: starting from scratch",
+                path.display()
+            ),
+        );
+    }
+    let mut trainer = Trainer::new(gpu, model, config).context("setting up training")?;
+    if let (true, Some(path)) = (resuming, checkpoint) {
+        let p = trainer.position();
+        say(
+            "resume",
+            format!(
+                "from {}: epoch {}, batch {} of {}, step {}",
+                path.display(),
+                p.epoch + 1,
+                p.batch,
+                train.batches_per_epoch(),
+                p.steps
+            ),
+        );
+    }
+    println!();
+    let start = Instant::now();
+    let (epochs, images) = (run.epochs, train.dataset().len());
+    let records = trainer
+        .fit_with(train, Some(eval), |r| print_epoch(r, epochs, images))
+        .with_context(|| format!("training {name}"))?;
+    let last = records.last().copied();
+    let seconds = start.elapsed().as_secs_f32();
+    print_summary(&trainer, flags, &run, &name, last, seconds, train);
+    Ok(last.and_then(|r| r.eval_top1))
+}
+
+/// One line per epoch; `images` is the training set's size, to mark an epoch cut short
+/// by `--max-steps` or resumed part-way.
+fn print_epoch(r: &EpochRecord, epochs: usize, images: usize) {
+    let pct = |v: Option<f32>| v.map_or("-".to_owned(), |v| format!("{:.1}%", 100.0 * v));
+    let seen = (r.images_per_s * r.seconds).round() as usize;
+    let part = match seen < images {
+        true => format!(
+            "  (part: {} of {} images)",
+            thousands(seen),
+            thousands(images)
+        ),
+        false => String::new(),
+    };
+    println!(
+        "epoch {:>2}/{epochs}  train loss {:.4} acc {:>5.1}%  held-out loss {} top-1 {:>6} \
+         top-5 {:>6}  {:.0} img/s  {:.1} s{part}",
+        r.epoch + 1,
+        r.train_loss,
+        100.0 * r.train_top1,
+        r.eval_loss.map_or("-".to_owned(), |l| format!("{l:.4}")),
+        pct(r.eval_top1),
+        pct(r.eval_top5),
+        r.images_per_s,
+        r.seconds
+    );
+}
+
+fn print_summary(
+    trainer: &Trainer,
+    flags: &TrainFlags,
+    run: &RunConfig,
+    name: &str,
+    last: Option<EpochRecord>,
+    seconds: f32,
+    train: &wgtrain::models::data::Loader,
+) {
+    let p = trainer.position();
+    if flags.max_steps.is_some_and(|m| p.steps >= m) && (p.epoch as usize) < run.epochs {
+        let resume = match &flags.checkpoint {
+            Some(c) => format!(
+                "; go on with --checkpoint {} --resume (without --max-steps)",
+                c.display()
+            ),
+            None => String::new(),
+        };
+        println!(
+            "stopped at --max-steps {} (epoch {}, batch {} of {}){resume}",
+            p.steps,
+            p.epoch + 1,
+            p.batch,
+            train.batches_per_epoch()
+        );
+    }
+    let steps = count(p.steps as usize, "step", "steps");
+    let mut line = format!("done: {name}, {steps} in all, {seconds:.1} s this run");
+    match last.and_then(|r| r.eval_top1.zip(r.eval_top5)) {
+        Some((top1, top5)) => {
+            line += &format!(
+                "; held-out top-1 {:.2}%, top-5 {:.2}% (chance {:.1}%)",
+                100.0 * top1,
+                100.0 * top5,
+                100.0 / run.classes as f32
+            );
+        }
+        None => line += "; no epoch left to train",
+    }
+    if let Some(path) = &run.plot {
+        line += &format!("; chart {}", data::tidy(path.clone()).display());
+    }
+    if let Some(path) = &flags.checkpoint {
+        line += &format!("; checkpoint {}", path.display());
+    }
+    println!("{line}");
+}
