@@ -7,7 +7,7 @@
 //!   library with its CPU references;
 //! - [`graph`]: graphs with shape inference, autodiff, memory planning, and a
 //!   [`Session`](graph::Session) that runs a training step in one submission;
-//! - [`models`]: not built yet (see its crate docs).
+//! - [`models`]: layers, the model zoo, data loading and the training loop.
 //!
 //! ```no_run
 //! use wgtrain::prelude::*;
