@@ -15,6 +15,7 @@ pub mod optimizer;
 pub mod pool;
 pub mod probe;
 pub mod reduce;
+pub(crate) mod row_loss;
 pub mod softmax_xent;
 
 use crate::error::{DeviceError, Result};

@@ -14,14 +14,11 @@
 
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::kernels::{ensure, to_u32};
+use crate::kernels::row_loss::Rows;
 use crate::pipeline::{Dispatch, DispatchBuilder, grid_1d};
 use crate::shaders;
 
 const KERNEL: &str = "mse";
-/// Invocations of the `finish` pass (one workgroup).
-const FINISH_WG: u32 = 256;
-
 /// Quadratic cost of `pred [n, classes]` (row-major) against the one-hot rows of
 /// `labels [n]` (u32), averaged over the `n` rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,58 +49,35 @@ pub struct MseBuffers<'a> {
     pub correct: &'a wgpu::Buffer,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    classes: u32,
-    invalid: f32,
-    pad: u32,
-}
-
 impl MeanSquaredError {
     pub fn new(n: u32, classes: u32) -> Self {
         Self { n, classes }
     }
 
     /// Invocations per row: the smallest power of two covering the classes, from 32
-    /// (a subgroup on most GPUs) to 256. It depends on the shape only, so the order of
-    /// the row sums, and hence the result, is the same on every adapter.
+    /// (a subgroup on most GPUs) to 256.
     pub fn row_workgroup_size(&self) -> u32 {
-        self.classes.next_power_of_two().clamp(32, 256)
+        self.rows().workgroup_size()
     }
 
-    fn params(&self) -> Params {
-        Params {
+    fn rows(&self) -> Rows {
+        Rows {
             n: self.n,
             classes: self.classes,
-            invalid: f32::NAN,
-            pad: 0,
         }
-    }
-
-    fn check(&self) -> Result<u64> {
-        ensure(self.n > 0 && self.classes > 0, KERNEL, || {
-            format!(
-                "n and classes must be positive, got n {} classes {}",
-                self.n, self.classes
-            )
-        })?;
-        let elems = self.n as u64 * self.classes as u64;
-        to_u32(elems, KERNEL, "n * classes")?;
-        Ok(elems)
     }
 
     /// The per-row pass and the `finish` pass (mean cost, hit counts), in recording order.
     pub fn prepare(&self, gpu: &Gpu, b: &MseBuffers<'_>) -> Result<Vec<Dispatch>> {
-        let elems = self.check()?;
+        let shape = self.rows();
+        let elems = shape.check(KERNEL)?;
         let n = self.n as u64;
-        let wg = self.row_workgroup_size();
+        let wg = shape.workgroup_size();
         let max = gpu.limits().max_compute_workgroups_per_dimension;
         let rows = DispatchBuilder::new(gpu, shaders::MSE, "rows")
             .constant("WG", wg)
             .flag("GRAD", b.dpred.is_some())
-            .params(&self.params())
+            .params(&shape.params())
             .read("pred", b.pred, elems)
             .read("labels", b.labels, n);
         let rows = match b.dpred {
@@ -115,14 +89,14 @@ impl MeanSquaredError {
             .write("row_loss", b.row_loss, n)
             .write("label_rank", b.label_rank, n)
             .build(grid_1d(n * wg as u64, wg, max))?;
-        let finish = DispatchBuilder::new(gpu, shaders::MSE, "finish")
-            .constant("WG", FINISH_WG)
-            .params(&self.params())
-            .read("row_loss", b.row_loss, n)
-            .read("label_rank", b.label_rank, n)
-            .write("loss", b.loss, 1)
-            .write("correct", b.correct, 2)
-            .build([1, 1, 1])?;
+        let finish = shape.finish(
+            gpu,
+            shaders::MSE,
+            b.row_loss,
+            b.label_rank,
+            b.loss,
+            b.correct,
+        )?;
         Ok(vec![rows, finish])
     }
 }

@@ -10,14 +10,12 @@
 
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::kernels::{ensure, to_u32};
+use crate::kernels::ensure;
+use crate::kernels::row_loss::Rows;
 use crate::pipeline::{Dispatch, DispatchBuilder, grid_1d};
 use crate::shaders;
 
 const KERNEL: &str = "softmax_xent";
-/// Invocations of the `finish` pass (one workgroup).
-const FINISH_WG: u32 = 256;
-
 /// Cross-entropy of `logits [n, classes]` (row-major) against `labels [n]` (u32),
 /// averaged over the `n` rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,15 +47,6 @@ pub struct SoftmaxXentBuffers<'a> {
     pub correct: &'a wgpu::Buffer,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    classes: u32,
-    invalid: f32,
-    pad: u32,
-}
-
 impl SoftmaxCrossEntropy {
     pub fn new(n: u32, classes: u32) -> Self {
         Self { n, classes }
@@ -66,40 +55,27 @@ impl SoftmaxCrossEntropy {
     /// Invocations per row: the smallest power of two covering the classes, from 32
     /// (a subgroup on most GPUs) to 256.
     pub fn row_workgroup_size(&self) -> u32 {
-        self.classes.next_power_of_two().clamp(32, 256)
+        self.rows().workgroup_size()
     }
 
-    fn params(&self) -> Params {
-        Params {
+    fn rows(&self) -> Rows {
+        Rows {
             n: self.n,
             classes: self.classes,
-            invalid: f32::NAN,
-            pad: 0,
         }
-    }
-
-    fn check(&self) -> Result<u64> {
-        ensure(self.n > 0 && self.classes > 0, KERNEL, || {
-            format!(
-                "n and classes must be positive, got n {} classes {}",
-                self.n, self.classes
-            )
-        })?;
-        let elems = self.n as u64 * self.classes as u64;
-        to_u32(elems, KERNEL, "n * classes")?;
-        Ok(elems)
     }
 
     /// The per-row pass and the `finish` pass (mean loss, hit counts), in recording order.
     pub fn prepare(&self, gpu: &Gpu, b: &SoftmaxXentBuffers<'_>) -> Result<Vec<Dispatch>> {
-        let elems = self.check()?;
+        let shape = self.rows();
+        let elems = shape.check(KERNEL)?;
         let n = self.n as u64;
-        let wg = self.row_workgroup_size();
+        let wg = shape.workgroup_size();
         let max = gpu.limits().max_compute_workgroups_per_dimension;
         let rows = DispatchBuilder::new(gpu, shaders::SOFTMAX_XENT, "rows")
             .constant("WG", wg)
             .flag("GRAD", b.dlogits.is_some())
-            .params(&self.params())
+            .params(&shape.params())
             .read("logits", b.logits, elems)
             .read("labels", b.labels, n);
         let rows = match b.dlogits {
@@ -112,14 +88,14 @@ impl SoftmaxCrossEntropy {
             .write("argmax", b.argmax, n)
             .write("label_rank", b.label_rank, n)
             .build(grid_1d(n * wg as u64, wg, max))?;
-        let finish = DispatchBuilder::new(gpu, shaders::SOFTMAX_XENT, "finish")
-            .constant("WG", FINISH_WG)
-            .params(&self.params())
-            .read("row_loss", b.row_loss, n)
-            .read("label_rank", b.label_rank, n)
-            .write("loss", b.loss, 1)
-            .write("correct", b.correct, 2)
-            .build([1, 1, 1])?;
+        let finish = shape.finish(
+            gpu,
+            shaders::SOFTMAX_XENT,
+            b.row_loss,
+            b.label_rank,
+            b.loss,
+            b.correct,
+        )?;
         Ok(vec![rows, finish])
     }
 }
