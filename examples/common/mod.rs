@@ -18,9 +18,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use wgtrain::graph::{Decay, Optimizer, Schedule};
-use wgtrain::models::checkpoint;
 use wgtrain::models::train::{EpochRecord, TrainConfig, Trainer};
 use wgtrain::models::zoo::Model;
+use wgtrain::models::{checkpoint, torch};
 use wgtrain::prelude::Gpu;
 
 /// Flags every training example takes. Defaults that depend on the model or the adapter
@@ -69,6 +69,15 @@ pub struct TrainFlags {
     /// Seeds the initial weights, dropout and the shuffle
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Start from these weights: a torchvision state_dict in safetensors, e.g. from
+    /// `python tools/torchvision_weights.py export resnet18 FILE`; every name and shape
+    /// must match the model
+    #[arg(long, value_name = "PATH", conflicts_with = "resume")]
+    pub init_weights: Option<PathBuf>,
+    /// At the end, write the weights as a torchvision state_dict (safetensors) here,
+    /// for `model.load_state_dict(safetensors.torch.load_file(PATH))` in PyTorch
+    #[arg(long, value_name = "PATH")]
+    pub save_weights: Option<PathBuf>,
     /// Stop after this many optimizer steps in all (the checkpoint is still written, so
     /// a run with --resume and without --max-steps goes on from there)
     #[arg(long, value_name = "N", value_parser = at_least_one_u32)]
@@ -125,6 +134,14 @@ impl TrainFlags {
             if !(self.resume && path.is_file()) {
                 checkpoint::check_writable(path)?;
             }
+        }
+        if let Some(path) = &self.init_weights {
+            if !path.is_file() {
+                bail!("--init-weights {}: no such file", path.display());
+            }
+        }
+        if let Some(path) = &self.save_weights {
+            checkpoint::check_writable(path).context("--save-weights")?;
         }
         if let Some(path) = plot {
             let dir = match path.parent() {
@@ -348,6 +365,7 @@ pub fn run(
         plot: run.plot.clone(),
         progress: std::io::stderr().is_terminal(),
         max_steps: flags.max_steps,
+        debug_nonfinite: false,
     };
     let checkpoint = flags.checkpoint.as_deref();
     let resuming = flags.resume && checkpoint.is_some_and(Path::is_file);
@@ -361,6 +379,14 @@ pub fn run(
         );
     }
     let mut trainer = Trainer::new(gpu, model, config).context("setting up training")?;
+    if let Some(path) = &flags.init_weights {
+        let loaded = torch::load_state_dict(path, trainer.session())
+            .context("--init-weights (a torchvision state_dict for this model)")?;
+        say(
+            "weights",
+            format!("{} tensors from {}", loaded.tensors, path.display()),
+        );
+    }
     if let (true, Some(path)) = (resuming, checkpoint) {
         let p = trainer.position();
         say(
@@ -383,6 +409,13 @@ pub fn run(
         .with_context(|| format!("training {name}"))?;
     let last = records.last().copied();
     let seconds = start.elapsed().as_secs_f32();
+    if let Some(path) = &flags.save_weights {
+        torch::save_state_dict(path, trainer.session()).context("--save-weights")?;
+        say(
+            "weights",
+            format!("state_dict written to {}", path.display()),
+        );
+    }
     print_summary(&trainer, flags, &run, &name, last, seconds, train);
     Ok(last.and_then(|r| r.eval_top1))
 }

@@ -56,7 +56,29 @@ pub struct Variable {
     pub init: Init,
     /// Parameters get gradients and optimizer updates; state does not.
     pub trainable: bool,
+    /// Optimizer state (momentum buffers, Adam moments): saved in checkpoints, but not
+    /// part of the model's PyTorch `state_dict`.
+    pub optimizer_state: bool,
+    /// How the tensor is laid out, where that differs from PyTorch's layout.
+    pub layout: Layout,
     pub(crate) value: Value,
+}
+
+/// The memory layout of a variable, for converting to and from PyTorch's layouts.
+///
+/// wgtrain runs NHWC activations, so two kinds of weights differ from PyTorch: convolution
+/// weights (KRSC here, OIHW in PyTorch) and the weight of a linear layer that reads a
+/// flattened feature map (its input columns are in `(h, w, c)` order here and `(c, h, w)`
+/// in PyTorch, which flattens NCHW). The graph records both as the model is built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// Same as PyTorch (biases, batch-norm tensors, other linear weights).
+    #[default]
+    Plain,
+    /// A convolution weight `[K, R, S, C/groups]` (PyTorch: `[K, C/groups, R, S]`).
+    ConvKrsc,
+    /// A linear weight `[out, h·w·c]` whose input is an NHWC map of `h × w × c` flattened.
+    LinearOverNhwc { h: usize, w: usize, c: usize },
 }
 
 /// A model under construction (and, after [`Graph::backward`], its gradients).
@@ -152,6 +174,43 @@ impl Graph {
         self.variable(name, ty, init, false)
     }
 
+    /// Optimizer state for a parameter (zero-initialised, not trainable, marked so that
+    /// PyTorch exports leave it out).
+    pub(crate) fn optimizer_state(&mut self, name: &str, ty: TensorType) -> Result<Value> {
+        let value = self.variable(name, ty, Init::Constant(0.0), false)?;
+        let index = self.variables.len() - 1;
+        self.variables[index].optimizer_state = true;
+        Ok(value)
+    }
+
+    /// Records the layout of `value` when it is a variable (see [`Layout`]).
+    pub(crate) fn set_layout(&mut self, value: Value, layout: Layout) {
+        if let ValueKind::Variable(index) = self.values[value.0].kind {
+            self.variables[index].layout = layout;
+        }
+    }
+
+    /// The NHWC map `[h, w, c]` that `x` is a flattening of, looking through ops that keep
+    /// the shape (dropout, ReLU), or `None` when `x` is not a flattened map.
+    pub(crate) fn flattened_map(&self, mut x: Value) -> Option<[usize; 3]> {
+        loop {
+            let info = &self.values[x.0];
+            if info.kind != ValueKind::Computed {
+                return None;
+            }
+            let node = &self.nodes[info.node];
+            let input = *node.inputs.first()?;
+            let in_shape = &self.values[input.0].ty.shape;
+            if node.op.name() == "reshape" && in_shape.len() == 4 && info.ty.shape.len() == 2 {
+                return Some([in_shape[1], in_shape[2], in_shape[3]]);
+            }
+            if *in_shape != info.ty.shape || node.outputs.first() != Some(&x) {
+                return None;
+            }
+            x = input;
+        }
+    }
+
     fn variable(
         &mut self,
         name: &str,
@@ -173,6 +232,8 @@ impl Graph {
             ty,
             init,
             trainable,
+            optimizer_state: false,
+            layout: Layout::Plain,
             value,
         });
         Ok(value)

@@ -40,7 +40,7 @@ mod train;
 
 pub use autodiff::Gradients;
 pub use error::{GraphError, Result};
-pub use graph::{Graph, NodeId, Variable};
+pub use graph::{Graph, Layout, NodeId, Variable};
 pub use init::{Init, Rng};
 pub use op::{Mode, Op, StepInfo};
 pub use ops::optim::{Optimizer, Training};

@@ -16,6 +16,13 @@ pub enum ModelError {
         message: String,
     },
 
+    /// A weights file does not fit the model: every offending tensor, one per line.
+    #[error("{}: does not fit the model ({} problems):\n  {}", file.display(), problems.len(), problems.join("\n  "))]
+    Weights {
+        file: PathBuf,
+        problems: Vec<String>,
+    },
+
     /// A file or directory could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

@@ -108,6 +108,8 @@ impl Layer {
                         k,
                     },
                 ),
+                // p = 0 is the identity, as in PyTorch: no dispatch at all.
+                Layer::Dropout { p: 0.0 } => Ok(x),
                 Layer::Dropout { p } => g.dropout(x, p),
                 Layer::Relu => g.relu(x),
                 Layer::Flatten => g.flatten(x),

@@ -14,6 +14,7 @@ pub mod data;
 pub mod error;
 pub mod layers;
 pub mod plot;
+pub mod torch;
 pub mod train;
 pub mod zoo;
 

@@ -186,11 +186,38 @@ pub enum AlexNet {
     Cifar,
 }
 
-fn alexnet_features(variant: AlexNet) -> (Sequential, usize) {
+/// A narrower AlexNet with the same topology, for tests and PyTorch parity fixtures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reduced {
+    /// Every convolution's channel count is divided by this (1: the published widths).
+    pub divisor: usize,
+    /// Width of the two hidden linear layers (4096 in the papers, 1024 for `Cifar`).
+    pub hidden: usize,
+    /// Dropout probability before the hidden linear layers (0.5 in the papers).
+    pub dropout: f32,
+}
+
+impl Reduced {
+    /// The published widths of `variant`.
+    pub fn full(variant: AlexNet) -> Self {
+        let hidden = if variant == AlexNet::Cifar {
+            1024
+        } else {
+            4096
+        };
+        Self {
+            divisor: 1,
+            hidden,
+            dropout: 0.5,
+        }
+    }
+}
+
+fn alexnet_features(variant: AlexNet, divisor: usize) -> Sequential {
     use Layer::*;
-    let conv = |i, o, k, s, p, groups| Conv2d {
-        in_c: i,
-        out_c: o,
+    let conv = |i: usize, o: usize, k, s, p, groups| Conv2d {
+        in_c: if i == 3 { 3 } else { i / divisor },
+        out_c: o / divisor,
         kernel: k,
         stride: s,
         padding: p,
@@ -257,35 +284,49 @@ fn alexnet_features(variant: AlexNet) -> (Sequential, usize) {
             pool,
         ],
     };
-    let hidden = if variant == AlexNet::Cifar {
-        1024
-    } else {
-        4096
-    };
-    (Sequential(layers), hidden)
+    Sequential(layers)
 }
 
 /// AlexNet for `image`×`image`×3 inputs. At 224 (paper, torchvision) the features end at
 /// 6×6 as in the papers; at a reduced size the adaptive pool keeps the smaller map and
 /// the first linear layer shrinks to match (used to test the topology on small inputs).
 pub fn alexnet(variant: AlexNet, classes: usize, image: usize, batch: usize) -> Result<Model> {
+    alexnet_reduced(variant, classes, image, batch, Reduced::full(variant))
+}
+
+/// [`alexnet`] with the widths and dropout of `size` (same layers, same names).
+pub fn alexnet_reduced(
+    variant: AlexNet,
+    classes: usize,
+    image: usize,
+    batch: usize,
+    size: Reduced,
+) -> Result<Model> {
+    let widths = [64, 96, 192, 256, 384];
+    if size.divisor == 0 || widths.iter().any(|w| w % size.divisor != 0) || size.hidden == 0 {
+        return Err(config(format!(
+            "AlexNet width divisor {} must divide the layer widths, hidden width {} must be > 0",
+            size.divisor, size.hidden
+        )));
+    }
     let input = [image, image, 3];
     let (mut g, images, labels) = start(batch, input)?;
-    let (features, hidden) = alexnet_features(variant);
+    let features = alexnet_features(variant, size.divisor);
     let x = features.build(&mut g, "features", images)?;
     let side = g.ty(x).shape[1];
     let out = if side >= 6 && side % 6 == 0 { 6 } else { side };
     let x = Layer::AdaptiveAvgPool2d { out }.build(&mut g, "avgpool", x)?;
     let c = g.ty(x).shape[3];
     let flat = g.flatten(x)?;
+    let hidden = size.hidden;
     let classifier = Sequential(vec![
-        Layer::Dropout { p: 0.5 },
+        Layer::Dropout { p: size.dropout },
         Layer::Linear {
             in_f: c * out * out,
             out_f: hidden,
         },
         Layer::Relu,
-        Layer::Dropout { p: 0.5 },
+        Layer::Dropout { p: size.dropout },
         Layer::Linear {
             in_f: hidden,
             out_f: hidden,
@@ -297,12 +338,30 @@ pub fn alexnet(variant: AlexNet, classes: usize, image: usize, batch: usize) -> 
         },
     ]);
     let logits = classifier.build(&mut g, "classifier", flat)?;
-    let name = format!("alexnet-{variant:?}-{image}").to_lowercase();
+    let mut name = format!("alexnet-{variant:?}-{image}").to_lowercase();
+    if size != Reduced::full(variant) {
+        name += &format!("-d{}-h{}", size.divisor, size.hidden);
+    }
     finish(name, g, images, labels, logits, input, classes)
 }
 
 /// torchvision's ResNet-`depth` (18, 34, 50, 101, 152) for `image`×`image`×3 inputs.
 pub fn resnet(depth: usize, classes: usize, image: usize, batch: usize) -> Result<Model> {
+    resnet_width(depth, classes, image, batch, 64)
+}
+
+/// [`resnet`] with `base` channels in the stem and the first stage (64 in torchvision;
+/// the stages double it), for tests and PyTorch parity fixtures.
+pub fn resnet_width(
+    depth: usize,
+    classes: usize,
+    image: usize,
+    batch: usize,
+    base: usize,
+) -> Result<Model> {
+    if base == 0 {
+        return Err(config("ResNet base width must be at least 1"));
+    }
     let (blocks, bottlenecks): ([usize; 4], bool) = match depth {
         18 => ([2, 2, 2, 2], false),
         34 => ([3, 4, 6, 3], false),
@@ -317,7 +376,7 @@ pub fn resnet(depth: usize, classes: usize, image: usize, batch: usize) -> Resul
     };
     let input = [image, image, 3];
     let (mut g, images, labels) = start(batch, input)?;
-    let x = g.scoped("conv1", |g| conv2d(g, images, 3, 64, 7, 2, 3, 1, false))?;
+    let x = g.scoped("conv1", |g| conv2d(g, images, 3, base, 7, 2, 3, 1, false))?;
     let x = g.scoped("bn1", |g| g.batch_norm(x))?;
     let x = g.relu(x)?;
     let mut x = Layer::MaxPool2d {
@@ -326,9 +385,9 @@ pub fn resnet(depth: usize, classes: usize, image: usize, batch: usize) -> Resul
         padding: 1,
     }
     .build(&mut g, "maxpool", x)?;
-    let mut in_c = 64;
+    let mut in_c = base;
     for (stage, &n) in blocks.iter().enumerate() {
-        let width = 64 << stage;
+        let width = base << stage;
         let layer = format!("layer{}", stage + 1);
         for b in 0..n {
             let stride = if b == 0 && stage > 0 { 2 } else { 1 };
@@ -343,8 +402,13 @@ pub fn resnet(depth: usize, classes: usize, image: usize, batch: usize) -> Resul
     }
     let pooled = g.global_avg_pool(x)?;
     let logits = g.scoped("fc", |g| linear(g, pooled, in_c, classes))?;
+    let suffix = if base == 64 {
+        String::new()
+    } else {
+        format!("-w{base}")
+    };
     finish(
-        format!("resnet{depth}-{image}"),
+        format!("resnet{depth}-{image}{suffix}"),
         g,
         images,
         labels,

@@ -330,6 +330,8 @@ impl Graph {
         };
         let mut inputs = vec![x, w];
         inputs.extend(b);
-        self.apply1(op, &inputs)
+        let y = self.apply1(op, &inputs)?;
+        self.set_layout(w, crate::graph::Layout::ConvKrsc);
+        Ok(y)
     }
 }

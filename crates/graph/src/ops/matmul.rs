@@ -169,6 +169,10 @@ impl Graph {
         };
         let mut inputs = vec![x, w];
         inputs.extend(b);
-        self.apply1(op, &inputs)
+        let y = self.apply1(op, &inputs)?;
+        if let Some([h, w_, c]) = self.flattened_map(x) {
+            self.set_layout(w, crate::graph::Layout::LinearOverNhwc { h, w: w_, c });
+        }
+        Ok(y)
     }
 }
