@@ -34,8 +34,10 @@ pub enum DeviceError {
 
     /// A tensor is larger than one storage binding may be on this adapter.
     #[error(
-        "{what}: {bytes} bytes exceed this adapter's max_storage_buffer_binding_size of {limit} \
-         bytes; use a smaller batch or split the tensor"
+        "{what}: {bytes} bytes ({:.1} MiB) exceed this adapter's max_storage_buffer_binding_size \
+         of {limit} bytes ({:.1} MiB); use a smaller batch or split the tensor",
+        *.bytes as f64 / 1048576.0,
+        *.limit as f64 / 1048576.0
     )]
     TooLarge {
         what: String,

@@ -16,6 +16,8 @@
 
 use std::collections::HashSet;
 
+use wgtrain_device::DeviceError;
+
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, NodeId, ValueKind};
 use crate::op::Mode;
@@ -332,6 +334,45 @@ pub(crate) fn plan(
         in_place,
         report,
     })
+}
+
+/// Adds to a pool's refusal of planned buffer `b` what the buffer is for — its largest
+/// value (an input by name, else the op and layer producing it) with its shape — and the
+/// whole step's planned bytes, so the user sees which tensor is too large.
+pub(crate) fn explain_buffer(
+    graph: &Graph,
+    layout: &Layout,
+    b: usize,
+    err: DeviceError,
+) -> DeviceError {
+    let DeviceError::TooLarge { what, bytes, limit } = err else {
+        return err;
+    };
+    let largest = (0..layout.storage.len())
+        .filter(|&v| layout.storage[v] == Some(Storage::Buffer(b)))
+        // An input and its reshapes share a buffer: on a tie, name the input the user feeds.
+        .max_by_key(|&v| {
+            let input = matches!(graph.values[v].kind, ValueKind::Input(_));
+            (layout.types[v].bytes(), input)
+        });
+    let what = match largest {
+        Some(v) => {
+            let info = &graph.values[v];
+            let node = &graph.nodes[info.node];
+            let tensor = match &info.kind {
+                ValueKind::Input(name) => format!("input `{name}`"),
+                _ if node.scope.is_empty() => format!("output of {}", node.op.name()),
+                _ => format!("output of {} in layer `{}`", node.op.name(), node.scope),
+            };
+            format!(
+                "{what} ({tensor} {}; this step plans {:.1} MiB of buffers in all)",
+                layout.types[v],
+                layout.report.planned_bytes as f64 / 1048576.0
+            )
+        }
+        None => what,
+    };
+    DeviceError::TooLarge { what, bytes, limit }
 }
 
 /// The nodes needed for `fetch` and `effects`, in graph (topological) order.

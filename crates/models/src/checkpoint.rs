@@ -5,8 +5,8 @@
 //! Files are written atomically — a temporary file in the same directory, `fsync`, then
 //! a rename — so a run killed mid-write leaves the previous checkpoint intact.
 //! Tensors are stored in wgtrain's internal layout (convolution weights KRSC) and the
-//! metadata says so (`layout = wgtrain-krsc`); converting to PyTorch's OIHW is the job of
-//! the PyTorch interop (not built yet).
+//! metadata says so (`layout = wgtrain-krsc`); [`crate::torch`] reads and writes
+//! PyTorch's layouts.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -83,9 +83,15 @@ pub fn save(path: &Path, session: &Session, model: &str, position: Position) -> 
     ]);
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| ModelError::Config(format!("checkpoint {}: {e}", path.display())))?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, `fsync`,
+/// then a rename, so that a crash leaves either the old file or the new one.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
     let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(&bytes).map_err(io(&tmp))?;
+    file.write_all(bytes).map_err(io(&tmp))?;
     file.sync_all().map_err(io(&tmp))?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(io(path))
@@ -104,9 +110,7 @@ pub fn load(path: &Path, session: &Session, model: &str) -> Result<Position> {
         offset: 0,
         message,
     };
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| data_err(format!("not a safetensors file: {e}")))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| data_err(e.to_string()))?;
+    let (st, header) = parse_safetensors(path, &bytes)?;
     let meta = header.metadata().clone().unwrap_or_default();
     let get = |key: &str| meta.get(key).cloned().unwrap_or_default();
     if get("model") != model {
@@ -153,7 +157,62 @@ pub fn load(path: &Path, session: &Session, model: &str) -> Result<Position> {
     };
     Ok(Position {
         epoch: number("epoch")?,
-        batch: number("batch")? as usize,
-        steps: number("steps")? as u32,
+        batch: usize::try_from(number("batch")?).map_err(|_| data_err(too_big("batch")))?,
+        steps: u32::try_from(number("steps")?).map_err(|_| data_err(too_big("steps")))?,
     })
+}
+
+fn too_big(key: &str) -> String {
+    format!("metadata {key} is too large")
+}
+
+/// Parses a safetensors file, checking its 8-byte header length against the file length
+/// first, so a corrupt length is reported as such (with both numbers) rather than as the
+/// library's terse "invalid header length".
+pub(crate) fn parse_safetensors<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<(SafeTensors<'a>, safetensors::tensor::Metadata)> {
+    let err = |offset: usize, message: String| ModelError::Data {
+        file: path.to_path_buf(),
+        offset: offset as u64,
+        message,
+    };
+    let Some(len_bytes) = bytes.first_chunk::<8>() else {
+        return Err(err(
+            bytes.len(),
+            format!(
+                "not a safetensors file: {} bytes, shorter than the 8-byte header length",
+                bytes.len()
+            ),
+        ));
+    };
+    let n = u64::from_le_bytes(*len_bytes);
+    let rest = bytes.len() as u64 - 8;
+    if n > rest {
+        return Err(err(
+            0,
+            format!(
+                "not a safetensors file, or truncated: the header length says {n} bytes, \
+                 but only {rest} bytes follow"
+            ),
+        ));
+    }
+    let (n, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
+        use safetensors::SafeTensorError::MetadataIncompleteBuffer;
+        match e {
+            MetadataIncompleteBuffer => err(
+                8 + n as usize,
+                format!(
+                    "truncated or padded: the tensors after the {n}-byte header do not fill \
+                     the remaining {} bytes exactly",
+                    rest - n
+                ),
+            ),
+            e => err(8, format!("invalid safetensors header: {e}")),
+        }
+    })?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| err(8 + n, format!("invalid safetensors file: {e}")))?;
+    Ok((st, header))
 }

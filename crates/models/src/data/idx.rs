@@ -128,6 +128,21 @@ impl Mnist {
         let (lb, _) = read_maybe_gz(lp)?;
         let img = parse_idx_u8(ip, &ib, 3)?;
         let lab = parse_idx_u8(lp, &lb, 1)?;
+        // Zero-sized headers parse (the data length matches), but give nothing to train on.
+        let empty = |offset: u64, message: String| ModelError::Data {
+            file: ip.to_path_buf(),
+            offset,
+            message,
+        };
+        if img.dims[0] == 0 {
+            return Err(empty(4, "the header says 0 images".to_owned()));
+        }
+        if img.dims[1] == 0 || img.dims[2] == 0 {
+            return Err(empty(
+                8,
+                format!("image size {}x{} has no pixels", img.dims[1], img.dims[2]),
+            ));
+        }
         if img.dims[0] != lab.dims[0] {
             return Err(ModelError::Data {
                 file: lp.to_path_buf(),
