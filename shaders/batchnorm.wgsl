@@ -177,7 +177,8 @@ fn normalize(
     }
     var v = fma((x[i] - mean[ch]) * inv, gamma[ch], beta[ch]);
     if (RELU) {
-        v = max(v, 0.0);
+        // select, not max: a NaN stays NaN (as in PyTorch) so that it can be detected.
+        v = select(v, 0.0, v < 0.0);
     }
     y[i] = v;
 }

@@ -146,7 +146,8 @@ fn store_y(row: u32, col: u32, group: u32, value: f32) {
         v += bias[k];
     }
     if (RELU) {
-        v = max(v, 0.0);
+        // select, not max: a NaN stays NaN (as in PyTorch) so that it can be detected.
+        v = select(v, 0.0, v < 0.0);
     }
     y[row * p.k + k] = v;
 }

@@ -148,7 +148,8 @@ fn relu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_index(wid, nwg, lid);
     if (i >= p.count) { return; }
-    dst[i] = max(x[i], 0.0);
+    // select, not max: a NaN stays NaN (as in PyTorch) so that it can be detected.
+    dst[i] = select(x[i], 0.0, x[i] < 0.0);
 }
 
 @compute @workgroup_size(WG)
@@ -227,7 +228,7 @@ fn relu_in_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                  @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_index(wid, nwg, lid);
     if (i >= p.count) { return; }
-    v[i] = max(v[i], 0.0);
+    v[i] = select(v[i], 0.0, v[i] < 0.0);
 }
 
 @compute @workgroup_size(WG)

@@ -60,7 +60,8 @@ fn store(row: u32, col: u32, base: u32, value: f32) {
         v += c[idx];
     }
     if (RELU) {
-        v = max(v, 0.0);
+        // select, not max: a NaN stays NaN (as in PyTorch) so that it can be detected.
+        v = select(v, 0.0, v < 0.0);
     }
     c[idx] = v;
 }

@@ -27,6 +27,7 @@ macro_rules! shaders {
 shaders! {
     MATMUL => "matmul",
     CLIP => "clip",
+    FINITE => "finite",
     ELEMENTWISE => "elementwise",
     REDUCE => "reduce",
     SOFTMAX_XENT => "softmax_xent",

@@ -20,8 +20,11 @@ use crate::error::{GraphError, Result};
 use crate::graph::{Graph, NodeId, ValueKind};
 use crate::init::Rng;
 use crate::op::{LowerCtx, Mode, StepInfo};
-use crate::plan::{Layout, PlanReport, Storage, infer_types, plan};
+use crate::plan::{Layout, PlanReport, Storage, explain_buffer, infer_types, plan};
 use crate::tensor::{DType, TensorType, Value};
+
+mod nonfinite;
+pub use nonfinite::{NonFiniteNode, VariableSnapshot};
 
 /// One input for a run: name, shape (batch first) and data.
 #[derive(Clone, Debug)]
@@ -136,8 +139,10 @@ impl Session {
     pub fn new(gpu: Arc<Gpu>, graph: Graph, seed: u64) -> Result<Self> {
         let mut variables = Vec::with_capacity(graph.variables.len());
         for (i, v) in graph.variables.iter().enumerate() {
-            let values = v.init.values(v.ty.len(), &mut Rng::stream(seed, i as u64));
+            // Acquire first: a variable past the adapter's limit is refused before its
+            // initial values are computed on the host.
             let buf = gpu.pool().acquire(v.ty.bytes().max(4), &v.name)?;
+            let values = v.init.values(v.ty.len(), &mut Rng::stream(seed, i as u64));
             match v.ty.dtype {
                 DType::F32 => gpu.write(&buf, &values),
                 DType::U32 => {
@@ -192,11 +197,15 @@ impl Session {
             let plan = self.compile(&key)?;
             self.plans.insert(key.clone(), plan);
         }
-        let seed = self
-            .fixed_seed
-            .unwrap_or_else(|| Rng::stream(self.seed ^ 0x5EED, step.step as u64).next_u64() as u32);
+        let seed = self.step_seed(step.step);
         let plan = &self.plans[&key];
         self.execute(plan, feeds, StepInfo { seed, ..step })
+    }
+
+    /// The seed of the random ops at optimizer step `step`.
+    fn step_seed(&self, step: u32) -> u32 {
+        self.fixed_seed
+            .unwrap_or_else(|| Rng::stream(self.seed ^ 0x5EED, step as u64).next_u64() as u32)
     }
 
     /// The report of the plan `run` would use for these arguments (compiling it if new).
@@ -254,7 +263,10 @@ impl Session {
             .buffer_bytes
             .iter()
             .enumerate()
-            .map(|(i, &bytes)| pool.acquire(bytes, &format!("plan.buffer{i}")))
+            .map(|(i, &bytes)| {
+                pool.acquire(bytes, &format!("plan.buffer{i}"))
+                    .map_err(|e| explain_buffer(&self.graph, &layout, i, e))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut lowered = Vec::new();
         for &id in &layout.schedule {
@@ -326,7 +338,8 @@ impl Session {
         })
     }
 
-    fn execute(&self, plan: &Plan, feeds: &[Feed<'_>], step: StepInfo) -> Result<Fetched> {
+    /// Writes the feeds into `plan`'s input buffers and every op's per-run uniforms.
+    fn write_inputs(&self, plan: &Plan, feeds: &[Feed<'_>], step: &StepInfo) -> Result<()> {
         let gpu = &self.gpu;
         for (name, value) in self.graph.inputs() {
             let Some(Storage::Buffer(b)) = plan.layout.storage[value.0] else {
@@ -352,8 +365,14 @@ impl Session {
         for (id, dispatches, inputs) in &plan.lowered {
             self.graph.nodes[*id]
                 .op
-                .update(gpu, dispatches, inputs, &step)?;
+                .update(gpu, dispatches, inputs, step)?;
         }
+        Ok(())
+    }
+
+    fn execute(&self, plan: &Plan, feeds: &[Feed<'_>], step: StepInfo) -> Result<Fetched> {
+        let gpu = &self.gpu;
+        self.write_inputs(plan, feeds, &step)?;
         let mut encoder = gpu.encoder("wgtrain.run");
         wgtrain_device::encode_all(
             &mut encoder,

@@ -17,11 +17,18 @@ pub struct StepOutput {
     pub loss: f32,
     /// Top-1 and top-5 hits in the batch, when the loss counts them.
     pub correct: Option<[u32; 2]>,
+    /// NaN and ±Inf elements over all gradients of a training step (0 in evaluation).
+    pub nonfinite_grads: u64,
+    /// The slot of the first gradient with a non-finite element (in the order of
+    /// [`Training::gradient_name`]), if any.
+    pub first_nonfinite_grad: Option<usize>,
 }
 
 impl Session {
     /// One optimizer step at learning rate `lr`: forward, backward and every update, in
-    /// one submission. Returns the loss (and hit counts) of this batch before the update.
+    /// one submission. Returns the loss (and hit counts) of this batch before the update,
+    /// and how many gradient elements were NaN or ±Inf (counted on the GPU in the same
+    /// submission; the update has then already written them into the parameters).
     pub fn train_step(
         &mut self,
         training: &Training,
@@ -29,9 +36,7 @@ impl Session {
         lr: f32,
     ) -> Result<StepOutput> {
         let step = self.next_optimizer_step();
-        let fetch: Vec<Value> = std::iter::once(training.loss)
-            .chain(training.correct)
-            .collect();
+        let fetch = training.step_fetch();
         let out = self.run(
             Mode::Train,
             feeds,
@@ -39,12 +44,15 @@ impl Session {
             &training.updates,
             StepInfo { step, lr, seed: 0 },
         )?;
+        let counts = out.u32(training.nonfinite);
         Ok(StepOutput {
             loss: out.scalar(training.loss),
             correct: training.correct.map(|c| {
                 let v = out.u32(c);
                 [v[0], v[1]]
             }),
+            nonfinite_grads: counts.iter().map(|&c| c as u64).sum(),
+            first_nonfinite_grad: counts.iter().position(|&c| c > 0),
         })
     }
 
@@ -71,6 +79,8 @@ impl Session {
                 let v = out.u32(c);
                 [v[0], v[1]]
             }),
+            nonfinite_grads: 0,
+            first_nonfinite_grad: None,
         })
     }
 

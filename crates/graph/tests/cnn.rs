@@ -319,9 +319,7 @@ fn lenet_learns_mnist_shaped_data_in_one_submission_per_step() {
         );
         losses.push(out.loss);
     }
-    let fetch: Vec<Value> = std::iter::once(training.loss)
-        .chain(training.correct)
-        .collect();
+    let fetch = training.step_fetch();
     let feeds = [
         ("x", TensorType::f32(&shape)),
         ("labels", TensorType::u32(&[batch])),

@@ -1,6 +1,14 @@
 //! The training loop: epochs of optimizer steps (each one GPU submission), evaluation
 //! after every epoch (loss, top-1, top-5), a learning-rate schedule, a progress bar,
 //! checkpoints that resume exactly, and a loss/accuracy chart at the end.
+//!
+//! Faults stop the run before they reach a checkpoint: labels are checked on the host
+//! before each step, and every step counts the NaN/±Inf gradient elements on the GPU
+//! and reads the counts back with the loss. A fault is an error naming the parameter,
+//! the step and the last checkpoint (left as it was). With
+//! [`TrainConfig::debug_nonfinite`] (or `WGTRAIN_DEBUG_NONFINITE=1`) the batch is re-run
+//! node by node from a copy of the weights taken before the step, and the error also
+//! names the first op whose output went non-finite.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,7 +16,8 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use wgtrain_graph::device::Gpu;
-use wgtrain_graph::{Feed, Optimizer, Schedule, Session, Training};
+use wgtrain_graph::session::VariableSnapshot;
+use wgtrain_graph::{Feed, Mode, Optimizer, Schedule, Session, StepInfo, StepOutput, Training};
 
 use crate::checkpoint::{self, Position};
 use crate::data::{Batch, Loader};
@@ -35,6 +44,10 @@ pub struct TrainConfig {
     pub progress: bool,
     /// Stop after this many optimizer steps in all (for quick runs and tests).
     pub max_steps: Option<u32>,
+    /// On a NaN/Inf, re-run the batch node by node and name the first op whose output
+    /// is non-finite. Costs a GPU copy of every variable before each step. Also on when
+    /// the environment sets `WGTRAIN_DEBUG_NONFINITE=1`.
+    pub debug_nonfinite: bool,
 }
 
 impl TrainConfig {
@@ -52,6 +65,7 @@ impl TrainConfig {
             plot: None,
             progress: false,
             max_steps: None,
+            debug_nonfinite: false,
         }
     }
 }
@@ -82,12 +96,21 @@ pub struct Trainer {
     session: Session,
     training: Training,
     model: String,
+    classes: usize,
     config: TrainConfig,
     position: Position,
+    /// Optimizer step of the checkpoint on disk (written or resumed from), if any.
+    checkpointed: Option<u32>,
+    /// Variables before the current step, kept when debugging non-finite values.
+    snapshot: Option<VariableSnapshot>,
+    on_step: Option<StepHook>,
     /// Loss of every optimizer step taken by this trainer (resumed runs start empty).
     pub losses: Vec<f32>,
     pub records: Vec<EpochRecord>,
 }
+
+/// Called after every optimizer step with its number and loss.
+type StepHook = Box<dyn FnMut(u32, f32) + Send>;
 
 fn feeds<'a>(batch: &'a Batch) -> [Feed<'a>; 2] {
     [
@@ -99,11 +122,13 @@ fn feeds<'a>(batch: &'a Batch) -> [Feed<'a>; 2] {
 impl Trainer {
     /// Attaches the optimizer to `model`, initialises its weights, checks that the
     /// checkpoint path is writable (before any training), and resumes if asked.
-    pub fn new(gpu: Arc<Gpu>, model: Model, config: TrainConfig) -> Result<Self> {
+    pub fn new(gpu: Arc<Gpu>, model: Model, mut config: TrainConfig) -> Result<Self> {
+        config.debug_nonfinite |= std::env::var("WGTRAIN_DEBUG_NONFINITE").is_ok_and(|v| v == "1");
         let Model {
             name,
             mut graph,
             loss,
+            classes,
             ..
         } = model;
         let training = graph.minimize_with(loss, config.optimizer, config.clip_grad_norm)?;
@@ -113,10 +138,12 @@ impl Trainer {
             batch: 0,
             steps: 0,
         };
+        let mut checkpointed = None;
         if let Some(path) = &config.checkpoint {
             if config.resume && path.exists() {
                 position = checkpoint::load(path, &session, &name)?;
                 session.set_optimizer_steps(position.steps);
+                checkpointed = Some(position.steps);
             } else {
                 checkpoint::check_writable(path)?;
             }
@@ -129,11 +156,21 @@ impl Trainer {
             session,
             training,
             model: name,
+            classes,
             config,
             position,
+            checkpointed,
+            snapshot: None,
+            on_step: None,
             losses: Vec::new(),
             records: Vec::new(),
         })
+    }
+
+    /// Calls `hook(step, loss)` after every successful optimizer step, before that step's
+    /// checkpoint (if any) is written: e.g. to log losses as they come.
+    pub fn on_step(&mut self, hook: impl FnMut(u32, f32) + Send + 'static) {
+        self.on_step = Some(Box::new(hook));
     }
 
     pub fn session(&self) -> &Session {
@@ -212,22 +249,24 @@ impl Trainer {
         let (mut loss_sum, mut hits, mut seen) = (0.0f64, 0u64, 0usize);
         for batch in train.epoch(epoch, self.position.batch) {
             let batch = batch?;
+            let at = || format!("epoch {epoch}, batch {}", self.position.batch);
+            check_labels(&batch.labels, self.classes, at)?;
             let lr = self.config.schedule.lr(self.position.steps);
+            if self.config.debug_nonfinite {
+                self.snapshot = Some(self.session.snapshot_variables(self.snapshot.take())?);
+            }
             let out = self
                 .session
                 .train_step(&self.training, &feeds(&batch), lr)?;
-            if !out.loss.is_finite() {
-                return Err(ModelError::Config(format!(
-                    "loss became {} at step {} (epoch {epoch}, batch {}); stopping with the last \
-                     checkpoint intact",
-                    out.loss,
-                    self.position.steps + 1,
-                    self.position.batch
-                )));
+            if out.nonfinite_grads > 0 || !out.loss.is_finite() {
+                return Err(self.fault(&out, &batch, epoch, lr));
             }
             self.position.steps += 1;
             self.position.batch += 1;
             self.losses.push(out.loss);
+            if let Some(hook) = &mut self.on_step {
+                hook(self.position.steps, out.loss);
+            }
             let n = batch.labels.len();
             loss_sum += out.loss as f64 * n as f64;
             hits += out.correct.map_or(0, |c| c[0] as u64);
@@ -278,8 +317,11 @@ impl Trainer {
     /// Loss and accuracy over every batch of `loader`, in evaluation mode.
     pub fn evaluate(&mut self, loader: &Loader) -> Result<Evaluation> {
         let (mut loss, mut top1, mut top5, mut n) = (0.0f64, 0u64, 0u64, 0usize);
-        for batch in loader.epoch(0, 0) {
+        for (i, batch) in loader.epoch(0, 0).enumerate() {
             let batch = batch?;
+            check_labels(&batch.labels, self.classes, || {
+                format!("evaluation batch {i}")
+            })?;
             let out = self.session.evaluate(&self.training, &feeds(&batch))?;
             let count = batch.labels.len();
             loss += out.loss as f64 * count as f64;
@@ -297,10 +339,90 @@ impl Trainer {
         })
     }
 
-    fn save_checkpoint(&self) -> Result<()> {
-        match &self.config.checkpoint {
-            Some(path) => checkpoint::save(path, &self.session, &self.model, self.position),
-            None => Ok(()),
+    /// The error for a step whose gradients or loss went non-finite. The step's update
+    /// has already run, so the weights in memory are spoiled (restored from the
+    /// snapshot when debugging); the checkpoint on disk is the last good state.
+    fn fault(&mut self, out: &StepOutput, batch: &Batch, epoch: u64, lr: f32) -> ModelError {
+        let step = self.position.steps + 1;
+        let at = format!(
+            "at step {step} (epoch {epoch}, batch {})",
+            self.position.batch
+        );
+        let graph = self.session.graph();
+        let mut message = match out.first_nonfinite_grad {
+            Some(slot) => format!(
+                "gradient of {} became NaN/Inf {at} ({} non-finite gradient elements in all, \
+                 loss {}); stopping; {}",
+                self.training.gradient_name(graph, slot).unwrap_or("?"),
+                out.nonfinite_grads,
+                out.loss,
+                self.checkpoint_state()
+            ),
+            None => format!(
+                "loss became {} {at}; stopping; {}",
+                out.loss,
+                self.checkpoint_state()
+            ),
+        };
+        if self.config.debug_nonfinite {
+            message += "; ";
+            message += &self.diagnose(batch, lr, step);
         }
+        ModelError::Config(message)
+    }
+
+    fn checkpoint_state(&self) -> String {
+        match (&self.config.checkpoint, self.checkpointed) {
+            (Some(path), Some(step)) => {
+                format!("last checkpoint {} (step {step}) is intact", path.display())
+            }
+            (Some(path), None) => format!("no checkpoint written to {} yet", path.display()),
+            (None, _) => "no checkpoint is configured".to_owned(),
+        }
+    }
+
+    /// Re-runs `batch` node by node from the weights before step `step` and names the
+    /// first node whose output is non-finite; leaves the weights as they were before it.
+    fn diagnose(&mut self, batch: &Batch, lr: f32, step: u32) -> String {
+        let Some(snapshot) = self.snapshot.take() else {
+            return "no copy of the weights before the step to re-run from".to_owned();
+        };
+        self.session.restore_variables(&snapshot);
+        let fetch = [self.training.loss, self.training.nonfinite];
+        let info = StepInfo { step, lr, seed: 0 };
+        let found = self
+            .session
+            .first_nonfinite_node(Mode::Train, &feeds(batch), &fetch, info);
+        // The re-run updated batch-norm statistics again: put everything back.
+        self.session.restore_variables(&snapshot);
+        self.snapshot = Some(snapshot);
+        match found {
+            Ok(Some(node)) => format!("first non-finite output: {node}"),
+            Ok(None) => "re-running the batch node by node gave finite outputs everywhere (the \
+                         fault did not repeat)"
+                .to_owned(),
+            Err(e) => format!("re-running the batch node by node failed: {e}"),
+        }
+    }
+
+    fn save_checkpoint(&mut self) -> Result<()> {
+        if let Some(path) = &self.config.checkpoint {
+            checkpoint::save(path, &self.session, &self.model, self.position)?;
+            self.checkpointed = Some(self.position.steps);
+        }
+        Ok(())
+    }
+}
+
+/// Fails if a label is not below `classes` (the loss kernels would read past the logits).
+fn check_labels(labels: &[u32], classes: usize, at: impl FnOnce() -> String) -> Result<()> {
+    match labels.iter().position(|&l| l as usize >= classes) {
+        Some(i) => Err(ModelError::Config(format!(
+            "label {} at batch position {i} ({}) is out of range for a model with {classes} \
+             classes",
+            labels[i],
+            at()
+        ))),
+        None => Ok(()),
     }
 }

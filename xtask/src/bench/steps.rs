@@ -125,9 +125,7 @@ pub fn time_model(
             )
         })
         .collect();
-    let fetch: Vec<_> = std::iter::once(training.loss)
-        .chain(training.correct)
-        .collect();
+    let fetch = training.step_fetch();
     let report = session.plan_report(Mode::Train, &types, &fetch, &training.updates)?;
     let first = session.train_step(&training, &feeds, 0.01)?;
     anyhow::ensure!(

@@ -8,6 +8,7 @@ pub mod clip;
 pub mod conv2d;
 pub mod dropout;
 pub mod elementwise;
+pub mod finite;
 pub mod lrn;
 pub mod matmul;
 pub mod mse;

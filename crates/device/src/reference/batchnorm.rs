@@ -53,7 +53,7 @@ fn affine(
         .map(|(i, &v)| {
             let ch = i % c;
             let y = gamma[ch] * (v - mean[ch]) * invstd[ch] + beta[ch];
-            if p.relu { y.max(0.0) } else { y }
+            if p.relu { super::relu(y) } else { y }
         })
         .collect()
 }

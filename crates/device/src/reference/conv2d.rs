@@ -124,7 +124,7 @@ fn forward_core<T: Copy + Into<f64>>(p: &Conv2d, x: &[T], w: &[T], bias: Option<
             }
         }
         if p.relu {
-            acc = acc.max(0.0);
+            acc = super::relu(acc);
         }
         y[d.y_at(n, op, oq, k)] = acc;
     }

@@ -34,7 +34,10 @@ pub fn axpy(p: &Axpy, x: &[f64], y: &[f64]) -> Vec<f64> {
 
 /// `y[i] = max(x[i], 0)`.
 pub fn relu(p: &Relu, x: &[f64]) -> Vec<f64> {
-    x[..p.count as usize].iter().map(|&v| v.max(0.0)).collect()
+    x[..p.count as usize]
+        .iter()
+        .map(|&v| super::relu(v))
+        .collect()
 }
 
 /// `dx[i] = dy[i]` where the forward output `y[i] > 0`, else 0.

@@ -38,7 +38,7 @@ pub fn matmul(p: &Matmul, a: &[f32], b: &[f32], bias: Option<&[f32]>, c_in: &[f3
                     acc += c[idx] as f64;
                 }
                 if p.relu {
-                    acc = acc.max(0.0);
+                    acc = super::relu(acc);
                 }
                 c[idx] = acc as f32;
             }

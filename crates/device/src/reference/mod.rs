@@ -7,6 +7,7 @@ pub mod clip;
 pub mod conv2d;
 pub mod dropout;
 pub mod elementwise;
+pub mod finite;
 pub mod lrn;
 pub mod matmul;
 pub mod mse;
@@ -14,6 +15,12 @@ pub mod optimizer;
 pub mod pool;
 pub mod reduce;
 pub mod softmax_xent;
+
+/// ReLU as PyTorch computes it: negative values become 0, a NaN stays NaN (`f32::max`
+/// would turn it into 0 and hide it).
+pub fn relu<T: PartialOrd + Default>(x: T) -> T {
+    if x < T::default() { T::default() } else { x }
+}
 
 /// Maximum relative error of `got` against `want`, where the denominator is floored at
 /// `1e-3 · max|want|` so that elements near zero do not dominate.

@@ -5,6 +5,7 @@ pub mod clip;
 pub mod conv;
 pub mod dropout;
 pub mod elementwise;
+pub mod finite;
 pub mod loss;
 pub mod matmul;
 pub mod mse;

@@ -9,9 +9,9 @@ use wgtrain_device::{Dispatch, Gpu};
 use crate::autodiff::Gradients;
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, NodeId};
-use crate::init::Init;
 use crate::op::{LowerCtx, Mode, Op, StepInfo, expect};
 use crate::ops::clip::{ClipGrad, GradNorm};
+use crate::ops::finite::CountNonFinite;
 use crate::ops::loss::CORRECT;
 use crate::tensor::{TensorType, Value};
 
@@ -188,6 +188,28 @@ pub struct Training {
     pub gradients: Gradients,
     /// The update nodes, one per trainable parameter with a gradient.
     pub updates: Vec<NodeId>,
+    /// `[k]` u32: how many elements of each (unclipped) gradient are NaN or ±Inf, in the
+    /// order of [`Gradients::iter`]; checked on the GPU in every training step.
+    pub nonfinite: Value,
+}
+
+impl Training {
+    /// What [`Session::train_step`](crate::Session::train_step) fetches, in its order:
+    /// the loss, the hit counts (if any) and the non-finite counts. Pass it to
+    /// [`Session::plan_report`](crate::Session::plan_report) to see the step's plan.
+    pub fn step_fetch(&self) -> Vec<Value> {
+        std::iter::once(self.loss)
+            .chain(self.correct)
+            .chain([self.nonfinite])
+            .collect()
+    }
+
+    /// The name of the parameter whose gradient is slot `slot` of
+    /// [`nonfinite`](Self::nonfinite).
+    pub fn gradient_name<'g>(&self, graph: &'g Graph, slot: usize) -> Option<&'g str> {
+        let &(var, _) = self.gradients.by_variable.get(slot)?;
+        graph.variables.get(var).map(|v| v.name.as_str())
+    }
 }
 
 impl Graph {
@@ -214,6 +236,10 @@ impl Graph {
             ));
         }
         let mut applied: Vec<(usize, Value)> = gradients.by_variable.clone();
+        // Before clipping: the check must see the raw gradients, and it must be
+        // scheduled before the in-place clip overwrites them.
+        let raw: Vec<Value> = applied.iter().map(|&(_, g)| g).collect();
+        let nonfinite = self.apply1(CountNonFinite, &raw)?;
         if let Some(max_norm) = clip_grad_norm {
             let grads: Vec<Value> = applied.iter().map(|&(_, g)| g).collect();
             let norms = self.apply(GradNorm { max_norm }, &grads)?[0];
@@ -234,7 +260,7 @@ impl Graph {
                 Optimizer::Adam { .. } => &["exp_avg", "exp_avg_sq"],
             };
             for s in state_names {
-                inputs.push(self.state(&format!("{name}.{s}"), ty.clone(), Init::Constant(0.0))?);
+                inputs.push(self.optimizer_state(&format!("{name}.{s}"), ty.clone())?);
             }
             self.apply(Update { optimizer }, &inputs)?;
             updates.push(self.nodes.len() - 1);
@@ -246,6 +272,7 @@ impl Graph {
             correct,
             gradients,
             updates,
+            nonfinite,
         })
     }
 }
