@@ -4,9 +4,11 @@
 //! choice that matches nothing (or no adapter at all). Each test prints the message
 //! (`--nocapture`) and checks it word for word, so a change to what users read is seen.
 
+mod common;
+use common::gpu;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
 
 use wgtrain_graph::device::Gpu;
 use wgtrain_graph::{Graph, Mode, Optimizer, Session, TensorType};
@@ -16,12 +18,6 @@ use wgtrain_models::data::folder::{ImageFolder, NonImage};
 use wgtrain_models::data::idx::Mnist;
 use wgtrain_models::layers::{Layer, Sequential};
 use wgtrain_models::zoo;
-
-fn gpu() -> Arc<Gpu> {
-    static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| Arc::new(Gpu::new().unwrap_or_else(|e| panic!("{e}"))))
-        .clone()
-}
 
 fn temp(name: &str, bytes: &[u8]) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wgtrain-bad-input-{}", std::process::id()));

@@ -9,14 +9,15 @@
 //! Deterministic (splitmix64, one seed per case, printed on failure). `WGTRAIN_FUZZ_ITERS`
 //! sets the random cases per reader (default 2,000) so CI can run longer.
 
+mod common;
+use common::gpu;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
 
 use wgtrain_graph::Session;
-use wgtrain_graph::device::Gpu;
 use wgtrain_models::checkpoint::{self, Position};
 use wgtrain_models::data::cifar::Cifar10;
 use wgtrain_models::data::idx::{Mnist, parse_idx_u8, read_maybe_gz, vendored_dir};
@@ -326,12 +327,6 @@ fn cifar_batches_never_panic_and_errors_name_the_bad_file() {
         // The good file comes first, so an error must name the fuzzed one.
         check(case, &[bad], SMALL, || Cifar10::load_files(&files));
     });
-}
-
-fn gpu() -> Arc<Gpu> {
-    static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| Arc::new(Gpu::new().unwrap_or_else(|e| panic!("{e}"))))
-        .clone()
 }
 
 /// Field mutations aimed at the safetensors header: its length, and bytes inside the

@@ -4,20 +4,16 @@
 //! unchanged). The debug mode names the first op whose output went non-finite and puts
 //! back the weights from before the step. An out-of-range label fails before its step.
 
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+mod common;
+use common::gpu;
 
-use wgtrain_graph::device::Gpu;
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use wgtrain_models::data::synthetic::Synthetic;
 use wgtrain_models::data::{Dataset, Loader};
 use wgtrain_models::train::{TrainConfig, Trainer};
 use wgtrain_models::zoo;
-
-fn gpu() -> Arc<Gpu> {
-    static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| Arc::new(Gpu::new().unwrap_or_else(|e| panic!("{e}"))))
-        .clone()
-}
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wgtrain-nonfinite-{name}-{}", std::process::id()));

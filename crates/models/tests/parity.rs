@@ -13,22 +13,17 @@
 //! A second test checks the full-size AlexNet and ResNet-18…152 against torchvision's
 //! `state_dict` names and shapes (`torchvision_params.json`, from the same script).
 
+mod common;
+use common::gpu;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
 
 use safetensors::SafeTensors;
 use safetensors::tensor::Dtype;
-use wgtrain_graph::device::Gpu;
 use wgtrain_graph::{Feed, Mode, Optimizer, Session, StepInfo};
 use wgtrain_models::torch;
 use wgtrain_models::zoo::{self, AlexNet, Model, Reduced};
-
-fn gpu() -> Arc<Gpu> {
-    static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| Arc::new(Gpu::new().unwrap_or_else(|e| panic!("{e}"))))
-        .clone()
-}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

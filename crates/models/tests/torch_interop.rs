@@ -4,21 +4,16 @@
 //! read, and a file that does not fit the model refused with every offending tensor
 //! named and nothing written.
 
+mod common;
+use common::gpu;
+
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 
 use safetensors::tensor::{Dtype, TensorView};
-use wgtrain_graph::device::Gpu;
 use wgtrain_graph::{Graph, Init, Layout, Session, TensorType};
 use wgtrain_models::ModelError;
 use wgtrain_models::torch;
 use wgtrain_models::zoo::{self, AlexNet, Reduced};
-
-fn gpu() -> Arc<Gpu> {
-    static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| Arc::new(Gpu::new().unwrap_or_else(|e| panic!("{e}"))))
-        .clone()
-}
 
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wgtrain-torch-{}", std::process::id()));

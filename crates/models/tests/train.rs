@@ -2,20 +2,16 @@
 //! at a checkpoint and resumed continues with exactly the losses of an uninterrupted
 //! run; a bad checkpoint path or a mismatched checkpoint fails before training.
 
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+mod common;
+use common::gpu;
 
-use wgtrain_graph::device::Gpu;
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use wgtrain_models::data::synthetic::Synthetic;
 use wgtrain_models::data::{Dataset, Loader, Subset};
 use wgtrain_models::train::{TrainConfig, Trainer};
 use wgtrain_models::zoo::{self, AlexNet};
-
-fn gpu() -> Arc<Gpu> {
-    static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| Arc::new(Gpu::new().unwrap_or_else(|e| panic!("{e}"))))
-        .clone()
-}
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wgtrain-train-{name}-{}", std::process::id()));

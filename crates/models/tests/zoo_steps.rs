@@ -2,17 +2,11 @@
 //! the ImageNet models at a reduced input size (32×32; AlexNet 64×64), checking that
 //! the loss is finite and every parameter moved.
 
-use std::sync::{Arc, OnceLock};
+mod common;
+use common::gpu;
 
-use wgtrain_graph::device::Gpu;
 use wgtrain_graph::{Feed, Optimizer, Session};
 use wgtrain_models::zoo::{self, AlexNet, Model};
-
-fn gpu() -> Arc<Gpu> {
-    static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| Arc::new(Gpu::new().unwrap_or_else(|e| panic!("{e}"))))
-        .clone()
-}
 
 fn one_step(model: Model, batch: usize) {
     let Model {
