@@ -6,8 +6,10 @@
 //!   timed; outputs as a table, JSON, markdown and an SVG roofline chart, optionally
 //!   side by side with a reference run (`bench/pytorch_reference.py`). See
 //!   `cargo xtask bench --help` and `docs/benchmarks.md`.
+//! - `gen-shaders`: regenerates the generated WGSL kernels (`shaders/matmul_sg.wgsl`).
 
 mod bench;
+mod gen_shaders;
 
 use anyhow::{Result, bail};
 
@@ -22,6 +24,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("bench") => bench::run(bench::options::Options::parse(&args[1..])?),
+        Some("gen-shaders") => gen_shaders::run(),
         Some("-h") | Some("--help") | None => {
             println!(
                 "usage: cargo xtask bench [OPTIONS]\n\n{}",

@@ -155,6 +155,16 @@ impl Gpu {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
 
+    /// The subgroup width when the device has subgroup operations and every subgroup is
+    /// that wide (lavapipe: 8, one 256-bit SIMD register of f32); `None` otherwise.
+    pub fn subgroup_width(&self) -> Option<u32> {
+        let i = &self.info;
+        (self.features.contains(wgpu::Features::SUBGROUP)
+            && i.subgroup_min_size == i.subgroup_max_size
+            && i.subgroup_min_size > 0)
+            .then_some(i.subgroup_min_size)
+    }
+
     /// The buffer pool.
     pub fn pool(&self) -> &BufferPool {
         &self.pool

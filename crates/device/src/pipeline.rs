@@ -133,7 +133,23 @@ fn specialisation_key(
 
 fn error_text(err: &wgpu::Error) -> String {
     match err {
-        wgpu::Error::Validation { description, .. } => description.clone(),
+        wgpu::Error::Validation {
+            description,
+            source,
+        } => {
+            // The description stops at the outermost error; the causes (which
+            // expression, which rule) are in the source chain.
+            let mut text = description.trim_end().to_owned();
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = source.source();
+            while let Some(c) = cause {
+                let line = c.to_string();
+                if !text.contains(&line) {
+                    text.push_str(&format!("\n    caused by: {line}"));
+                }
+                cause = c.source();
+            }
+            text
+        }
         other => other.to_string(),
     }
 }

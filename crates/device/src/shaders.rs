@@ -26,6 +26,7 @@ macro_rules! shaders {
 
 shaders! {
     MATMUL => "matmul",
+    MATMUL_SG => "matmul_sg",
     CLIP => "clip",
     FINITE => "finite",
     ELEMENTWISE => "elementwise",

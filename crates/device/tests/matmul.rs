@@ -5,10 +5,15 @@
 mod common;
 
 use common::*;
-use wgtrain_device::kernels::matmul::Matmul;
+use wgtrain_device::kernels::matmul::{Matmul, MatmulVariant};
 use wgtrain_device::reference;
 
 fn check_forward(p: Matmul, seed: u64) {
+    check_forward_with(p, None, seed);
+}
+
+/// `variant`: a chosen kernel; `None`: the one `prepare` picks.
+fn check_forward_with(p: Matmul, variant: Option<MatmulVariant>, seed: u64) {
     let mut rng = Rng::new(seed);
     let (ea, eb, ec) = p.footprint();
     let a = rng.vec(ea as usize);
@@ -17,14 +22,23 @@ fn check_forward(p: Matmul, seed: u64) {
     let c0 = rng.vec(ec as usize);
     let (da, db, dbias) = (upload(&a), upload(&b), upload(&bias));
     let dc = upload(&c0);
-    let d = p
-        .prepare(gpu(), &da, &db, p.bias.then_some(&*dbias), &dc)
-        .expect("prepare");
+    let bias_buf = p.bias.then_some(&*dbias);
+    let d = match variant {
+        Some(v) => p.prepare_variant(gpu(), v, &da, &db, bias_buf, &dc),
+        None => p.prepare(gpu(), &da, &db, bias_buf, &dc),
+    }
+    .expect("prepare");
     run(&[&d]);
     let got = download(&dc, ec as usize);
     let want = reference::matmul::matmul(&p, &a, &b, p.bias.then_some(&bias[..]), &c0);
     let tol = 1e-5 * (p.k as f32).sqrt();
-    assert_close(&format!("matmul {p:?}"), &got, &want, tol, tol);
+    assert_close(
+        &format!("matmul {p:?} ({variant:?})"),
+        &got,
+        &want,
+        tol,
+        tol,
+    );
 }
 
 #[test]
@@ -96,6 +110,62 @@ fn forward_vec4_path_all_transposes() {
             check_forward(p.accumulating(), 400 + i as u64);
         }
     }
+}
+
+/// Every kernel variant the adapter offers (on lavapipe: scalar, vec4 and the four
+/// subgroup tile heights) on shapes with partial tiles at every edge, all transposes,
+/// batches, broadcast B, and each epilogue.
+#[test]
+fn every_variant_matches_the_reference() {
+    // (m, n, k): m is a multiple of 4 where A is transposed (the vec4 conditions).
+    let shapes = [
+        (4, 4, 4),
+        (12, 36, 8),
+        (44, 20, 12),
+        (76, 68, 36),
+        (140, 36, 16),
+    ];
+    let mut tried = std::collections::BTreeSet::new();
+    for (i, &(m, n, k)) in shapes.iter().enumerate() {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let mut p = Matmul::new(m, n, k).batched(2);
+            p.trans_a = ta;
+            p.trans_b = tb;
+            let seed = 500 + 10 * i as u64 + 2 * ta as u64 + tb as u64;
+            for v in p.variants(gpu()) {
+                tried.insert(v.to_string());
+                check_forward_with(p, Some(v), seed);
+                check_forward_with(p.with_bias().with_relu(), Some(v), seed + 1);
+                check_forward_with(p.accumulating(), Some(v), seed + 2);
+                check_forward_with(p.broadcast_b(), Some(v), seed + 3);
+            }
+        }
+    }
+    eprintln!("variants checked: {tried:?}");
+    assert!(tried.contains("vec4"), "{tried:?}");
+    // An M that is not a multiple of 4 with A untransposed, and N not a multiple of 4
+    // with B transposed: still vec4-eligible, edge rows and columns clamp.
+    for p in [
+        Matmul::new(37, 40, 12),
+        Matmul::new(40, 37, 12).transpose_b(),
+    ] {
+        for v in p.variants(gpu()) {
+            check_forward_with(p, Some(v), 600);
+        }
+    }
+}
+
+/// A variant that does not apply is an error, not a wrong result.
+#[test]
+fn inapplicable_variant_is_refused() {
+    let p = Matmul::new(5, 7, 3);
+    assert_eq!(p.variants(gpu()), vec![MatmulVariant::Scalar]);
+    let buf = upload(&[0.0f32; 64]);
+    let out = upload(&[0.0f32; 64]);
+    let Err(err) = p.prepare_variant(gpu(), MatmulVariant::Vec4, &buf, &buf, None, &out) else {
+        panic!("vec4 on K = 3 must be refused");
+    };
+    assert!(err.to_string().contains("does not apply"), "{err}");
 }
 
 #[test]
@@ -190,7 +260,16 @@ fn backward_all_transposes_and_batches() {
         .into_iter()
         .enumerate()
     {
-        for &(m, n, k, batch) in &[(1, 1, 1, 1), (7, 5, 3, 1), (13, 9, 21, 2), (33, 17, 8, 3)] {
+        // The last two take the subgroup kernels where the adapter has them.
+        let shapes = [
+            (1, 1, 1, 1),
+            (7, 5, 3, 1),
+            (13, 9, 21, 2),
+            (33, 17, 8, 3),
+            (68, 12, 8, 1),
+            (200, 4, 8, 1),
+        ];
+        for &(m, n, k, batch) in &shapes {
             let mut p = Matmul::new(m, n, k).batched(batch);
             p.trans_a = ta;
             p.trans_b = tb;
