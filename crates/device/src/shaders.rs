@@ -36,6 +36,7 @@ shaders! {
     LRN => "lrn",
     DROPOUT => "dropout",
     CONV2D => "conv2d",
+    CONV2D_SG => "conv2d_sg",
     BATCHNORM => "batchnorm",
     OPTIMIZER => "optimizer",
     PROBE => "probe",

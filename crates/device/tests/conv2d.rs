@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use wgtrain_device::kernels::conv2d::Conv2d;
+use wgtrain_device::kernels::conv2d::{Conv2d, ConvVariant};
 use wgtrain_device::reference::conv2d as reference;
 
 /// Shapes that each stress one part of the index arithmetic.
@@ -100,21 +100,67 @@ fn tol(terms: u32) -> f32 {
 }
 
 fn check_forward(name: &str, p: Conv2d, seed: u64) {
+    check_forward_with(name, p, None, seed);
+}
+
+/// `variant`: a chosen forward kernel; `None`: the one `prepare` picks.
+fn check_forward_with(name: &str, p: Conv2d, variant: Option<ConvVariant>, seed: u64) {
     let mut rng = Rng::new(seed);
     let x = rng.vec(p.x_elems() as usize);
     let w = rng.vec(p.w_elems() as usize);
     let bias = rng.vec(p.k as usize);
     let (dx, dw, db) = (upload(&x), upload(&w), upload(&bias));
     let dy = output(p.y_elems() as usize);
-    let d = p
-        .prepare(gpu(), &dx, &dw, p.bias.then_some(&*db), &dy)
-        .expect("prepare forward");
+    let bias_buf = p.bias.then_some(&*db);
+    let d = match variant {
+        Some(v) => p.prepare_forward_variant(gpu(), v, &dx, &dw, bias_buf, &dy),
+        None => p.prepare(gpu(), &dx, &dw, bias_buf, &dy),
+    }
+    .expect("prepare forward");
     run(&[&d]);
     let got = download(&dy, p.y_elems() as usize);
     let want = reference::forward(&p, &x, &w, p.bias.then_some(&bias[..]));
     let t = tol(p.r * p.s * p.cg());
-    let what = format!("conv2d forward {name} bias={} relu={}", p.bias, p.relu);
+    let what = format!(
+        "conv2d forward {name} bias={} relu={} ({variant:?})",
+        p.bias, p.relu
+    );
     assert_close(&what, &got, &want, t, t);
+}
+
+/// Every forward kernel the adapter offers (on lavapipe: the register-blocked one and the
+/// subgroup kernels with 8, 16 and 32 rows) on the shapes whose channels allow it, with
+/// partial row and column tiles, padding, strides, dilation and groups.
+#[test]
+fn every_forward_variant_matches_reference() {
+    let extra = [
+        (
+            "sg partial tiles",
+            Conv2d::new(3, 5, 7, 8, 36, 3, 3).pad(1, 1),
+        ),
+        (
+            "sg 1x1 stride 2",
+            Conv2d::new(2, 9, 9, 12, 8, 1, 1).stride(2, 2),
+        ),
+        (
+            "sg dilated",
+            Conv2d::new(1, 11, 10, 4, 40, 3, 3).pad(2, 2).dilation(2, 2),
+        ),
+        (
+            "sg groups 2",
+            Conv2d::new(2, 6, 6, 16, 80, 3, 3).pad(1, 1).grouped(2),
+        ),
+    ];
+    let mut tried = std::collections::BTreeSet::new();
+    for (i, (name, p)) in cases().into_iter().chain(extra).enumerate() {
+        for v in p.forward_variants(gpu()) {
+            tried.insert(format!("{v:?}"));
+            let seed = 900 + 10 * i as u64;
+            check_forward_with(name, p, Some(v), seed);
+            check_forward_with(name, p.with_bias().with_relu(), Some(v), seed + 1);
+        }
+    }
+    eprintln!("forward variants checked: {tried:?}");
 }
 
 #[test]

@@ -97,6 +97,22 @@ struct Params {
     pad: [u32; 2],
 }
 
+/// Rows of y per invocation of the subgroup forward kernels (`shaders/conv2d_sg.wgsl`).
+const SUBGROUP_ROWS: [u32; 3] = [8, 16, 32];
+/// Subgroups per workgroup of the subgroup forward kernels.
+const SUBGROUP_WG_Y: u32 = 4;
+
+/// One of the kernels for a convolution pass; [`Conv2d::forward_variants`] lists those
+/// that apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvVariant {
+    /// `conv2d.wgsl`: register-blocked, vec4 loads where the channels allow.
+    Blocked,
+    /// `conv2d_sg.wgsl`: pixel rows shared across an 8-lane subgroup (lavapipe);
+    /// needs Cg % 4 == 0.
+    Subgroup { rows: u32 },
+}
+
 /// One pass as a GEMM: `rows` × `cols` outputs (`cols` for one group unless `mixed`).
 struct Gemm {
     entry: &'static str,
@@ -292,10 +308,53 @@ impl Conv2d {
         Ok(())
     }
 
-    /// Binds `x`, `weight`, the optional `bias` and `y`; the dispatch writes y.
+    /// Binds `x`, `weight`, the optional `bias` and `y`; the dispatch writes y. The
+    /// kernel is [`Conv2d::heuristic_forward`]'s choice.
     pub fn prepare(
         &self,
         gpu: &Gpu,
+        x: &wgpu::Buffer,
+        weight: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        y: &wgpu::Buffer,
+    ) -> Result<Dispatch> {
+        self.prepare_forward_variant(gpu, self.heuristic_forward(gpu), x, weight, bias, y)
+    }
+
+    /// The forward kernels that apply on `gpu`, the register-blocked one first.
+    pub fn forward_variants(&self, gpu: &Gpu) -> Vec<ConvVariant> {
+        let mut v = vec![ConvVariant::Blocked];
+        if gpu.subgroup_width() == Some(8) && self.cg() % 4 == 0 && !self.mixed(self.kg()) {
+            v.extend(SUBGROUP_ROWS.map(|rows| ConvVariant::Subgroup { rows }));
+        }
+        v
+    }
+
+    /// The fixed forward choice: the subgroup kernel where it applies, with rows per
+    /// invocation to suit the N·P·Q output pixels, else the register-blocked kernel.
+    pub fn heuristic_forward(&self, gpu: &Gpu) -> ConvVariant {
+        let rows = self.n as u64 * self.p() as u64 * self.q() as u64;
+        let want = ConvVariant::Subgroup {
+            rows: if rows >= 2048 {
+                32
+            } else if rows >= 256 {
+                16
+            } else {
+                8
+            },
+        };
+        if self.forward_variants(gpu).contains(&want) {
+            want
+        } else {
+            ConvVariant::Blocked
+        }
+    }
+
+    /// [`Conv2d::prepare`] with a chosen kernel, one of [`Conv2d::forward_variants`].
+    pub fn prepare_forward_variant(
+        &self,
+        gpu: &Gpu,
+        variant: ConvVariant,
         x: &wgpu::Buffer,
         weight: &wgpu::Buffer,
         bias: Option<&wgpu::Buffer>,
@@ -306,6 +365,39 @@ impl Conv2d {
             let given = if bias.is_some() { "given" } else { "not given" };
             format!("bias option is {} but a bias buffer was {given}", self.bias)
         })?;
+        ensure(
+            self.forward_variants(gpu).contains(&variant),
+            KERNEL,
+            || format!("kernel variant {variant:?} does not apply to {self:?} on this adapter"),
+        )?;
+        if let ConvVariant::Subgroup { rows: tm } = variant {
+            let rows = (self.n as u64 * self.p() as u64 * self.q() as u64) as u32;
+            let gemm = Gemm {
+                entry: match tm {
+                    8 => "conv2d_forward_sg8",
+                    16 => "conv2d_forward_sg16",
+                    _ => "conv2d_forward_sg32",
+                },
+                rows,
+                cols: self.kg(),
+                mixed: false,
+            };
+            // Workgroups of 8 x wg_y: one subgroup (8 lanes x 4 out-channels) per row.
+            let wg_y = SUBGROUP_WG_Y.min(rows.div_ceil(tm));
+            let col_tiles = gemm.cols.div_ceil(32);
+            let row_tiles = rows.div_ceil(tm * wg_y);
+            let (builder, groups) =
+                self.builder_with(gpu, &gemm, shaders::CONV2D_SG, col_tiles, row_tiles);
+            return builder
+                .constant("WG_Y", wg_y)
+                .flag("HAS_BIAS", self.bias)
+                .flag("RELU", self.relu)
+                .read("x", x, self.x_elems())
+                .read("weight", weight, self.w_elems())
+                .read_opt("bias", bias, self.k as u64)
+                .write("y", y, self.y_elems())
+                .build(groups);
+        }
         let mixed = self.mixed(self.kg());
         let cols = if mixed { self.k } else { self.kg() };
         let rows = (self.n as u64 * self.p() as u64 * self.q() as u64) as u32;
@@ -442,6 +534,23 @@ impl Conv2d {
         let (wg_x, wg_y) = Self::workgroup(gemm.rows, gemm.cols);
         let col_tiles = gemm.cols.div_ceil(wg_x * TN);
         let row_tiles = gemm.rows.div_ceil(wg_y * TM);
+        let (builder, groups) = self.builder_with(gpu, gemm, shaders::CONV2D, col_tiles, row_tiles);
+        let builder = builder
+            .constant("WG_X", wg_x)
+            .constant("WG_Y", wg_y)
+            .flag("MIXED", gemm.mixed);
+        (builder, groups)
+    }
+
+    /// The builder for `shader` with the uniform set, and the grid for the given tiles.
+    fn builder_with<'a>(
+        &self,
+        gpu: &'a Gpu,
+        gemm: &Gemm,
+        shader: crate::shaders::Shader,
+        col_tiles: u32,
+        row_tiles: u32,
+    ) -> (DispatchBuilder<'a>, [u32; 3]) {
         let max = gpu.limits().max_compute_workgroups_per_dimension;
         let [ry, rz, _] = grid_1d(row_tiles as u64, 1, max);
         let group_columns = if gemm.mixed { 1 } else { self.groups };
@@ -471,11 +580,7 @@ impl Conv2d {
             w_steps: self.w_steps(),
             pad: [0; 2],
         };
-        let builder = DispatchBuilder::new(gpu, shaders::CONV2D, gemm.entry)
-            .constant("WG_X", wg_x)
-            .constant("WG_Y", wg_y)
-            .flag("MIXED", gemm.mixed)
-            .params(&params);
+        let builder = DispatchBuilder::new(gpu, shader, gemm.entry).params(&params);
         (builder, groups)
     }
 }
