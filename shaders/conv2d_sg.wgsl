@@ -11,6 +11,12 @@
 //
 // Same Params and bindings as conv2d_forward. Requires (checked on the host): subgroup
 // size 8, Cg % 4 == 0. Entry points `conv2d_forward_sg{TM}`, TM in {8, 16, 32}.
+//
+// `conv2d_backward_data_sg{TM}` is the same GEMM for dx with stride 1: rows are the N·H·W
+// input pixels, columns one group's channels, the sum runs over taps (r, s) and the
+// group's out-channels k in vec4 chunks; A is dy at output pixel (h + pad - r·dil,
+// w + pad - s·dil) (0 outside), B is weight[k, r, s, c .. c + 4]. Requires stride 1,
+// Cg % 4 == 0 and Kg % 4 == 0; p.rows = N·H·W and p.cols = Cg (set by the host).
 // Dispatch: (G · col_tiles, row tiles spread over y and z), col_tiles = ceil(Kg / 32),
 // a row tile = TM · WG_Y rows; workgroup (8, WG_Y). Rows and columns past the end clamp
 // their loads and skip their stores.
@@ -48,9 +54,14 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
+// conv2d_backward_data_sg*: dy (1), weight (2), dx (3).
+@group(0) @binding(1) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+
 override WG_Y: u32 = 4u;
 override HAS_BIAS: bool = false;
 override RELU: bool = false;
+override ACCUMULATE: bool = false;
 
 fn store_y(row: u32, col: u32, group: u32, value: f32) {
     if (row >= p.rows || col >= p.cols) {
@@ -98,6 +109,44 @@ fn tap(px: Pixel, r: u32, s: u32, group: u32) -> vec2<u32> {
     let h = u32(clamp(ih, 0, i32(p.h) - 1));
     let w = u32(clamp(iw, 0, i32(p.w) - 1));
     return vec2<u32>(((px.img * p.h + h) * p.w + w) * (p.c / 4u) + group * (p.cg / 4u), u32(ok));
+}
+
+fn store_dx(row: u32, col: u32, group: u32, value: f32) {
+    if (row >= p.rows || col >= p.cols) {
+        return;
+    }
+    let idx = row * p.c + group * p.cg + col;
+    var v = value;
+    if (ACCUMULATE) {
+        v += dx[idx];
+    }
+    dx[idx] = v;
+}
+
+fn store_dx4(row: u32, col0: u32, group: u32, v: vec4<f32>) {
+    store_dx(row, col0, group, v.x);
+    store_dx(row, col0 + 1u, group, v.y);
+    store_dx(row, col0 + 2u, group, v.z);
+    store_dx(row, col0 + 3u, group, v.w);
+}
+
+// An input pixel row's image and the output position it meets through tap (0, 0).
+fn in_pixel(row: u32) -> Pixel {
+    let r = min(row, p.rows - 1u);
+    let w = r % p.w;
+    let h = (r / p.w) % p.h;
+    return Pixel(r / (p.w * p.h), i32(h + p.pad_h), i32(w + p.pad_w));
+}
+
+// The vec4 index of out-channel chunk 0 of the group in dy at the output pixel that tap
+// (r, s) connects to this input pixel (stride 1), and whether that pixel exists.
+fn dy_tap(px: Pixel, r: u32, s: u32, group: u32) -> vec2<u32> {
+    let oh = px.h0 - i32(r * p.dil_h);
+    let ow = px.w0 - i32(s * p.dil_w);
+    let ok = oh >= 0 && oh < i32(p.p) && ow >= 0 && ow < i32(p.q);
+    let h = u32(clamp(oh, 0, i32(p.p) - 1));
+    let w = u32(clamp(ow, 0, i32(p.q) - 1));
+    return vec2<u32>(((px.img * p.p + h) * p.q + w) * (p.k / 4u) + group * (p.kg / 4u), u32(ok));
 }
 
 @compute @workgroup_size(8, WG_Y, 1)
@@ -430,4 +479,333 @@ fn conv2d_forward_sg32(
     store_y4(row0 + 29u, col0, group, acc29);
     store_y4(row0 + 30u, col0, group, acc30);
     store_y4(row0 + 31u, col0, group, acc31);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_backward_data_sg8(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let group = wid.x / p.col_tiles;
+    let col0 = (wid.x % p.col_tiles) * 32u + lane * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 8u;
+    let kg4 = p.kg / 4u;
+    let cg4 = p.cg / 4u;
+    // weight[k, r, s, c] in vec4 units: this lane's 4 channels, and the step per k.
+    let c4 = min(col0, p.cg - 4u) / 4u;
+    let k_step = p.r * p.s * cg4;
+    let k_first = group * p.kg * k_step + c4;
+    let px0 = in_pixel(row0 + 0u + lane);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    for (var r = 0u; r < p.r; r++) {
+        for (var s = 0u; s < p.s; s++) {
+            let t0 = dy_tap(px0, r, s, group);
+            let wt = k_first + (r * p.s + s) * cg4;
+            for (var kc = 0u; kc < kg4; kc++) {
+                // Rows t of bm: out-channel 4 kc + t's weights for the 4 channels.
+                let at = wt + kc * 4u * k_step;
+                let bm = mat4x4<f32>(w4[at], w4[at + k_step], w4[at + 2u * k_step], w4[at + 3u * k_step]);
+                let av0 = select(vec4<f32>(0.0), dy4[t0.x + kc], t0.y != 0u);
+                let r0 = subgroupBroadcast(av0, 0u);
+                acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+                let r1 = subgroupBroadcast(av0, 1u);
+                acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+                let r2 = subgroupBroadcast(av0, 2u);
+                acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+                let r3 = subgroupBroadcast(av0, 3u);
+                acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+                let r4 = subgroupBroadcast(av0, 4u);
+                acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+                let r5 = subgroupBroadcast(av0, 5u);
+                acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+                let r6 = subgroupBroadcast(av0, 6u);
+                acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+                let r7 = subgroupBroadcast(av0, 7u);
+                acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+            }
+        }
+    }
+    store_dx4(row0 + 0u, col0, group, acc0);
+    store_dx4(row0 + 1u, col0, group, acc1);
+    store_dx4(row0 + 2u, col0, group, acc2);
+    store_dx4(row0 + 3u, col0, group, acc3);
+    store_dx4(row0 + 4u, col0, group, acc4);
+    store_dx4(row0 + 5u, col0, group, acc5);
+    store_dx4(row0 + 6u, col0, group, acc6);
+    store_dx4(row0 + 7u, col0, group, acc7);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_backward_data_sg16(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let group = wid.x / p.col_tiles;
+    let col0 = (wid.x % p.col_tiles) * 32u + lane * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 16u;
+    let kg4 = p.kg / 4u;
+    let cg4 = p.cg / 4u;
+    // weight[k, r, s, c] in vec4 units: this lane's 4 channels, and the step per k.
+    let c4 = min(col0, p.cg - 4u) / 4u;
+    let k_step = p.r * p.s * cg4;
+    let k_first = group * p.kg * k_step + c4;
+    let px0 = in_pixel(row0 + 0u + lane);
+    let px1 = in_pixel(row0 + 8u + lane);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var acc8 = vec4<f32>(0.0);
+    var acc9 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0);
+    var acc11 = vec4<f32>(0.0);
+    var acc12 = vec4<f32>(0.0);
+    var acc13 = vec4<f32>(0.0);
+    var acc14 = vec4<f32>(0.0);
+    var acc15 = vec4<f32>(0.0);
+    for (var r = 0u; r < p.r; r++) {
+        for (var s = 0u; s < p.s; s++) {
+            let t0 = dy_tap(px0, r, s, group);
+            let t1 = dy_tap(px1, r, s, group);
+            let wt = k_first + (r * p.s + s) * cg4;
+            for (var kc = 0u; kc < kg4; kc++) {
+                // Rows t of bm: out-channel 4 kc + t's weights for the 4 channels.
+                let at = wt + kc * 4u * k_step;
+                let bm = mat4x4<f32>(w4[at], w4[at + k_step], w4[at + 2u * k_step], w4[at + 3u * k_step]);
+                let av0 = select(vec4<f32>(0.0), dy4[t0.x + kc], t0.y != 0u);
+                let av1 = select(vec4<f32>(0.0), dy4[t1.x + kc], t1.y != 0u);
+                let r0 = subgroupBroadcast(av0, 0u);
+                acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+                let r1 = subgroupBroadcast(av0, 1u);
+                acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+                let r2 = subgroupBroadcast(av0, 2u);
+                acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+                let r3 = subgroupBroadcast(av0, 3u);
+                acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+                let r4 = subgroupBroadcast(av0, 4u);
+                acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+                let r5 = subgroupBroadcast(av0, 5u);
+                acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+                let r6 = subgroupBroadcast(av0, 6u);
+                acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+                let r7 = subgroupBroadcast(av0, 7u);
+                acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+                let r8 = subgroupBroadcast(av1, 0u);
+                acc8 = fma(vec4(r8.x), bm[0], fma(vec4(r8.y), bm[1], fma(vec4(r8.z), bm[2], fma(vec4(r8.w), bm[3], acc8))));
+                let r9 = subgroupBroadcast(av1, 1u);
+                acc9 = fma(vec4(r9.x), bm[0], fma(vec4(r9.y), bm[1], fma(vec4(r9.z), bm[2], fma(vec4(r9.w), bm[3], acc9))));
+                let r10 = subgroupBroadcast(av1, 2u);
+                acc10 = fma(vec4(r10.x), bm[0], fma(vec4(r10.y), bm[1], fma(vec4(r10.z), bm[2], fma(vec4(r10.w), bm[3], acc10))));
+                let r11 = subgroupBroadcast(av1, 3u);
+                acc11 = fma(vec4(r11.x), bm[0], fma(vec4(r11.y), bm[1], fma(vec4(r11.z), bm[2], fma(vec4(r11.w), bm[3], acc11))));
+                let r12 = subgroupBroadcast(av1, 4u);
+                acc12 = fma(vec4(r12.x), bm[0], fma(vec4(r12.y), bm[1], fma(vec4(r12.z), bm[2], fma(vec4(r12.w), bm[3], acc12))));
+                let r13 = subgroupBroadcast(av1, 5u);
+                acc13 = fma(vec4(r13.x), bm[0], fma(vec4(r13.y), bm[1], fma(vec4(r13.z), bm[2], fma(vec4(r13.w), bm[3], acc13))));
+                let r14 = subgroupBroadcast(av1, 6u);
+                acc14 = fma(vec4(r14.x), bm[0], fma(vec4(r14.y), bm[1], fma(vec4(r14.z), bm[2], fma(vec4(r14.w), bm[3], acc14))));
+                let r15 = subgroupBroadcast(av1, 7u);
+                acc15 = fma(vec4(r15.x), bm[0], fma(vec4(r15.y), bm[1], fma(vec4(r15.z), bm[2], fma(vec4(r15.w), bm[3], acc15))));
+            }
+        }
+    }
+    store_dx4(row0 + 0u, col0, group, acc0);
+    store_dx4(row0 + 1u, col0, group, acc1);
+    store_dx4(row0 + 2u, col0, group, acc2);
+    store_dx4(row0 + 3u, col0, group, acc3);
+    store_dx4(row0 + 4u, col0, group, acc4);
+    store_dx4(row0 + 5u, col0, group, acc5);
+    store_dx4(row0 + 6u, col0, group, acc6);
+    store_dx4(row0 + 7u, col0, group, acc7);
+    store_dx4(row0 + 8u, col0, group, acc8);
+    store_dx4(row0 + 9u, col0, group, acc9);
+    store_dx4(row0 + 10u, col0, group, acc10);
+    store_dx4(row0 + 11u, col0, group, acc11);
+    store_dx4(row0 + 12u, col0, group, acc12);
+    store_dx4(row0 + 13u, col0, group, acc13);
+    store_dx4(row0 + 14u, col0, group, acc14);
+    store_dx4(row0 + 15u, col0, group, acc15);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_backward_data_sg32(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let group = wid.x / p.col_tiles;
+    let col0 = (wid.x % p.col_tiles) * 32u + lane * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 32u;
+    let kg4 = p.kg / 4u;
+    let cg4 = p.cg / 4u;
+    // weight[k, r, s, c] in vec4 units: this lane's 4 channels, and the step per k.
+    let c4 = min(col0, p.cg - 4u) / 4u;
+    let k_step = p.r * p.s * cg4;
+    let k_first = group * p.kg * k_step + c4;
+    let px0 = in_pixel(row0 + 0u + lane);
+    let px1 = in_pixel(row0 + 8u + lane);
+    let px2 = in_pixel(row0 + 16u + lane);
+    let px3 = in_pixel(row0 + 24u + lane);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var acc8 = vec4<f32>(0.0);
+    var acc9 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0);
+    var acc11 = vec4<f32>(0.0);
+    var acc12 = vec4<f32>(0.0);
+    var acc13 = vec4<f32>(0.0);
+    var acc14 = vec4<f32>(0.0);
+    var acc15 = vec4<f32>(0.0);
+    var acc16 = vec4<f32>(0.0);
+    var acc17 = vec4<f32>(0.0);
+    var acc18 = vec4<f32>(0.0);
+    var acc19 = vec4<f32>(0.0);
+    var acc20 = vec4<f32>(0.0);
+    var acc21 = vec4<f32>(0.0);
+    var acc22 = vec4<f32>(0.0);
+    var acc23 = vec4<f32>(0.0);
+    var acc24 = vec4<f32>(0.0);
+    var acc25 = vec4<f32>(0.0);
+    var acc26 = vec4<f32>(0.0);
+    var acc27 = vec4<f32>(0.0);
+    var acc28 = vec4<f32>(0.0);
+    var acc29 = vec4<f32>(0.0);
+    var acc30 = vec4<f32>(0.0);
+    var acc31 = vec4<f32>(0.0);
+    for (var r = 0u; r < p.r; r++) {
+        for (var s = 0u; s < p.s; s++) {
+            let t0 = dy_tap(px0, r, s, group);
+            let t1 = dy_tap(px1, r, s, group);
+            let t2 = dy_tap(px2, r, s, group);
+            let t3 = dy_tap(px3, r, s, group);
+            let wt = k_first + (r * p.s + s) * cg4;
+            for (var kc = 0u; kc < kg4; kc++) {
+                // Rows t of bm: out-channel 4 kc + t's weights for the 4 channels.
+                let at = wt + kc * 4u * k_step;
+                let bm = mat4x4<f32>(w4[at], w4[at + k_step], w4[at + 2u * k_step], w4[at + 3u * k_step]);
+                let av0 = select(vec4<f32>(0.0), dy4[t0.x + kc], t0.y != 0u);
+                let av1 = select(vec4<f32>(0.0), dy4[t1.x + kc], t1.y != 0u);
+                let av2 = select(vec4<f32>(0.0), dy4[t2.x + kc], t2.y != 0u);
+                let av3 = select(vec4<f32>(0.0), dy4[t3.x + kc], t3.y != 0u);
+                let r0 = subgroupBroadcast(av0, 0u);
+                acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+                let r1 = subgroupBroadcast(av0, 1u);
+                acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+                let r2 = subgroupBroadcast(av0, 2u);
+                acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+                let r3 = subgroupBroadcast(av0, 3u);
+                acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+                let r4 = subgroupBroadcast(av0, 4u);
+                acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+                let r5 = subgroupBroadcast(av0, 5u);
+                acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+                let r6 = subgroupBroadcast(av0, 6u);
+                acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+                let r7 = subgroupBroadcast(av0, 7u);
+                acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+                let r8 = subgroupBroadcast(av1, 0u);
+                acc8 = fma(vec4(r8.x), bm[0], fma(vec4(r8.y), bm[1], fma(vec4(r8.z), bm[2], fma(vec4(r8.w), bm[3], acc8))));
+                let r9 = subgroupBroadcast(av1, 1u);
+                acc9 = fma(vec4(r9.x), bm[0], fma(vec4(r9.y), bm[1], fma(vec4(r9.z), bm[2], fma(vec4(r9.w), bm[3], acc9))));
+                let r10 = subgroupBroadcast(av1, 2u);
+                acc10 = fma(vec4(r10.x), bm[0], fma(vec4(r10.y), bm[1], fma(vec4(r10.z), bm[2], fma(vec4(r10.w), bm[3], acc10))));
+                let r11 = subgroupBroadcast(av1, 3u);
+                acc11 = fma(vec4(r11.x), bm[0], fma(vec4(r11.y), bm[1], fma(vec4(r11.z), bm[2], fma(vec4(r11.w), bm[3], acc11))));
+                let r12 = subgroupBroadcast(av1, 4u);
+                acc12 = fma(vec4(r12.x), bm[0], fma(vec4(r12.y), bm[1], fma(vec4(r12.z), bm[2], fma(vec4(r12.w), bm[3], acc12))));
+                let r13 = subgroupBroadcast(av1, 5u);
+                acc13 = fma(vec4(r13.x), bm[0], fma(vec4(r13.y), bm[1], fma(vec4(r13.z), bm[2], fma(vec4(r13.w), bm[3], acc13))));
+                let r14 = subgroupBroadcast(av1, 6u);
+                acc14 = fma(vec4(r14.x), bm[0], fma(vec4(r14.y), bm[1], fma(vec4(r14.z), bm[2], fma(vec4(r14.w), bm[3], acc14))));
+                let r15 = subgroupBroadcast(av1, 7u);
+                acc15 = fma(vec4(r15.x), bm[0], fma(vec4(r15.y), bm[1], fma(vec4(r15.z), bm[2], fma(vec4(r15.w), bm[3], acc15))));
+                let r16 = subgroupBroadcast(av2, 0u);
+                acc16 = fma(vec4(r16.x), bm[0], fma(vec4(r16.y), bm[1], fma(vec4(r16.z), bm[2], fma(vec4(r16.w), bm[3], acc16))));
+                let r17 = subgroupBroadcast(av2, 1u);
+                acc17 = fma(vec4(r17.x), bm[0], fma(vec4(r17.y), bm[1], fma(vec4(r17.z), bm[2], fma(vec4(r17.w), bm[3], acc17))));
+                let r18 = subgroupBroadcast(av2, 2u);
+                acc18 = fma(vec4(r18.x), bm[0], fma(vec4(r18.y), bm[1], fma(vec4(r18.z), bm[2], fma(vec4(r18.w), bm[3], acc18))));
+                let r19 = subgroupBroadcast(av2, 3u);
+                acc19 = fma(vec4(r19.x), bm[0], fma(vec4(r19.y), bm[1], fma(vec4(r19.z), bm[2], fma(vec4(r19.w), bm[3], acc19))));
+                let r20 = subgroupBroadcast(av2, 4u);
+                acc20 = fma(vec4(r20.x), bm[0], fma(vec4(r20.y), bm[1], fma(vec4(r20.z), bm[2], fma(vec4(r20.w), bm[3], acc20))));
+                let r21 = subgroupBroadcast(av2, 5u);
+                acc21 = fma(vec4(r21.x), bm[0], fma(vec4(r21.y), bm[1], fma(vec4(r21.z), bm[2], fma(vec4(r21.w), bm[3], acc21))));
+                let r22 = subgroupBroadcast(av2, 6u);
+                acc22 = fma(vec4(r22.x), bm[0], fma(vec4(r22.y), bm[1], fma(vec4(r22.z), bm[2], fma(vec4(r22.w), bm[3], acc22))));
+                let r23 = subgroupBroadcast(av2, 7u);
+                acc23 = fma(vec4(r23.x), bm[0], fma(vec4(r23.y), bm[1], fma(vec4(r23.z), bm[2], fma(vec4(r23.w), bm[3], acc23))));
+                let r24 = subgroupBroadcast(av3, 0u);
+                acc24 = fma(vec4(r24.x), bm[0], fma(vec4(r24.y), bm[1], fma(vec4(r24.z), bm[2], fma(vec4(r24.w), bm[3], acc24))));
+                let r25 = subgroupBroadcast(av3, 1u);
+                acc25 = fma(vec4(r25.x), bm[0], fma(vec4(r25.y), bm[1], fma(vec4(r25.z), bm[2], fma(vec4(r25.w), bm[3], acc25))));
+                let r26 = subgroupBroadcast(av3, 2u);
+                acc26 = fma(vec4(r26.x), bm[0], fma(vec4(r26.y), bm[1], fma(vec4(r26.z), bm[2], fma(vec4(r26.w), bm[3], acc26))));
+                let r27 = subgroupBroadcast(av3, 3u);
+                acc27 = fma(vec4(r27.x), bm[0], fma(vec4(r27.y), bm[1], fma(vec4(r27.z), bm[2], fma(vec4(r27.w), bm[3], acc27))));
+                let r28 = subgroupBroadcast(av3, 4u);
+                acc28 = fma(vec4(r28.x), bm[0], fma(vec4(r28.y), bm[1], fma(vec4(r28.z), bm[2], fma(vec4(r28.w), bm[3], acc28))));
+                let r29 = subgroupBroadcast(av3, 5u);
+                acc29 = fma(vec4(r29.x), bm[0], fma(vec4(r29.y), bm[1], fma(vec4(r29.z), bm[2], fma(vec4(r29.w), bm[3], acc29))));
+                let r30 = subgroupBroadcast(av3, 6u);
+                acc30 = fma(vec4(r30.x), bm[0], fma(vec4(r30.y), bm[1], fma(vec4(r30.z), bm[2], fma(vec4(r30.w), bm[3], acc30))));
+                let r31 = subgroupBroadcast(av3, 7u);
+                acc31 = fma(vec4(r31.x), bm[0], fma(vec4(r31.y), bm[1], fma(vec4(r31.z), bm[2], fma(vec4(r31.w), bm[3], acc31))));
+            }
+        }
+    }
+    store_dx4(row0 + 0u, col0, group, acc0);
+    store_dx4(row0 + 1u, col0, group, acc1);
+    store_dx4(row0 + 2u, col0, group, acc2);
+    store_dx4(row0 + 3u, col0, group, acc3);
+    store_dx4(row0 + 4u, col0, group, acc4);
+    store_dx4(row0 + 5u, col0, group, acc5);
+    store_dx4(row0 + 6u, col0, group, acc6);
+    store_dx4(row0 + 7u, col0, group, acc7);
+    store_dx4(row0 + 8u, col0, group, acc8);
+    store_dx4(row0 + 9u, col0, group, acc9);
+    store_dx4(row0 + 10u, col0, group, acc10);
+    store_dx4(row0 + 11u, col0, group, acc11);
+    store_dx4(row0 + 12u, col0, group, acc12);
+    store_dx4(row0 + 13u, col0, group, acc13);
+    store_dx4(row0 + 14u, col0, group, acc14);
+    store_dx4(row0 + 15u, col0, group, acc15);
+    store_dx4(row0 + 16u, col0, group, acc16);
+    store_dx4(row0 + 17u, col0, group, acc17);
+    store_dx4(row0 + 18u, col0, group, acc18);
+    store_dx4(row0 + 19u, col0, group, acc19);
+    store_dx4(row0 + 20u, col0, group, acc20);
+    store_dx4(row0 + 21u, col0, group, acc21);
+    store_dx4(row0 + 22u, col0, group, acc22);
+    store_dx4(row0 + 23u, col0, group, acc23);
+    store_dx4(row0 + 24u, col0, group, acc24);
+    store_dx4(row0 + 25u, col0, group, acc25);
+    store_dx4(row0 + 26u, col0, group, acc26);
+    store_dx4(row0 + 27u, col0, group, acc27);
+    store_dx4(row0 + 28u, col0, group, acc28);
+    store_dx4(row0 + 29u, col0, group, acc29);
+    store_dx4(row0 + 30u, col0, group, acc30);
+    store_dx4(row0 + 31u, col0, group, acc31);
 }

@@ -163,6 +163,38 @@ fn every_forward_variant_matches_reference() {
     eprintln!("forward variants checked: {tried:?}");
 }
 
+/// Every backward-data kernel the adapter offers (the subgroup ones need stride 1) on
+/// the shapes that allow them, overwriting and accumulating.
+#[test]
+fn every_backward_data_variant_matches_reference() {
+    let extra = [
+        (
+            "sg partial tiles",
+            Conv2d::new(3, 5, 7, 8, 36, 3, 3).pad(1, 1),
+        ),
+        ("sg 1x1", Conv2d::new(2, 9, 9, 12, 8, 1, 1)),
+        (
+            "sg dilated",
+            Conv2d::new(1, 11, 10, 4, 40, 3, 3).pad(2, 2).dilation(2, 2),
+        ),
+        ("sg no padding", Conv2d::new(2, 8, 9, 16, 12, 5, 3)),
+        (
+            "sg groups 2",
+            Conv2d::new(2, 6, 6, 16, 80, 3, 3).pad(1, 1).grouped(2),
+        ),
+    ];
+    let mut tried = std::collections::BTreeSet::new();
+    for (i, (name, p)) in cases().into_iter().chain(extra).enumerate() {
+        for v in p.backward_data_variants(gpu()) {
+            tried.insert(format!("{v:?}"));
+            let seed = 1900 + 10 * i as u64;
+            check_backward_data_with(name, p, Some(v), seed, false);
+            check_backward_data_with(name, p, Some(v), seed + 1, true);
+        }
+    }
+    eprintln!("backward-data variants checked: {tried:?}");
+}
+
 #[test]
 fn forward_matches_reference_with_and_without_epilogue() {
     for (i, (name, p)) in cases().into_iter().enumerate() {
@@ -175,6 +207,16 @@ fn forward_matches_reference_with_and_without_epilogue() {
 }
 
 fn check_backward_data(name: &str, p: Conv2d, seed: u64, accumulate: bool) {
+    check_backward_data_with(name, p, None, seed, accumulate);
+}
+
+fn check_backward_data_with(
+    name: &str,
+    p: Conv2d,
+    variant: Option<ConvVariant>,
+    seed: u64,
+    accumulate: bool,
+) {
     let mut rng = Rng::new(seed);
     let g = rng.vec(p.y_elems() as usize);
     let w = rng.vec(p.w_elems() as usize);
@@ -185,9 +227,11 @@ fn check_backward_data(name: &str, p: Conv2d, seed: u64, accumulate: bool) {
     } else {
         output(p.x_elems() as usize)
     };
-    let d = p
-        .prepare_backward_data(gpu(), &dg, &dw, &dx, accumulate)
-        .expect("prepare data");
+    let d = match variant {
+        Some(v) => p.prepare_backward_data_variant(gpu(), v, &dg, &dw, &dx, accumulate),
+        None => p.prepare_backward_data(gpu(), &dg, &dw, &dx, accumulate),
+    }
+    .expect("prepare data");
     run(&[&d]);
     let got = download(&dx, p.x_elems() as usize);
     let mut want = reference::backward_data(&p, &g, &w);
@@ -196,7 +240,7 @@ fn check_backward_data(name: &str, p: Conv2d, seed: u64, accumulate: bool) {
     }
     let t = tol(p.r * p.s * p.kg());
     assert_close(
-        &format!("conv2d backward_data {name} accumulate={accumulate}"),
+        &format!("conv2d backward_data {name} accumulate={accumulate} ({variant:?})"),
         &got,
         &want,
         t,

@@ -133,6 +133,19 @@ pub fn time_model(
         "{name}: the warm-up step's loss is {}",
         first.loss
     );
+    if std::env::var_os("WGTRAIN_PROFILE_STEP").is_some() {
+        let step = wgtrain_graph::StepInfo {
+            step: 2,
+            lr: 0.01,
+            seed: 1,
+        };
+        // The first profile compiles; the second is timed.
+        session.profile(Mode::Train, &feeds, &fetch, &training.updates, step)?;
+        let rows = session.profile(Mode::Train, &feeds, &fetch, &training.updates, step)?;
+        for (op, layer, d, ms) in rows {
+            eprintln!("PROFILE {name:10} {op:24} {layer:28} {d:3} {ms:8.3}");
+        }
+    }
     let mut ms = Vec::with_capacity(reps);
     for _ in 0..reps {
         let start = Instant::now();

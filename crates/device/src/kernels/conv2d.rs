@@ -99,8 +99,20 @@ struct Params {
 
 /// Rows of y per invocation of the subgroup forward kernels (`shaders/conv2d_sg.wgsl`).
 const SUBGROUP_ROWS: [u32; 3] = [8, 16, 32];
-/// Subgroups per workgroup of the subgroup forward kernels.
+/// Subgroups per workgroup of the subgroup kernels.
 const SUBGROUP_WG_Y: u32 = 4;
+
+/// Rows per invocation for a subgroup pass over `rows` GEMM rows: the most that still
+/// leaves enough row tiles to keep every core busy.
+fn subgroup_rows_for(rows: u64) -> u32 {
+    if rows >= 2048 {
+        32
+    } else if rows >= 256 {
+        16
+    } else {
+        8
+    }
+}
 
 /// One of the kernels for a convolution pass; [`Conv2d::forward_variants`] lists those
 /// that apply.
@@ -330,20 +342,18 @@ impl Conv2d {
         v
     }
 
-    /// The fixed forward choice: the subgroup kernel where it applies, with rows per
-    /// invocation to suit the N·P·Q output pixels, else the register-blocked kernel.
+    /// The fixed forward choice: the register-blocked kernel. The subgroup kernels
+    /// (`forward_variants`) are 2-4x faster on lavapipe and pass the random-input tests,
+    /// but with them the ResNet-50 parity test (width 2) sees the stem's weight gradient
+    /// 1.3e-2 off PyTorch's (logits still within 3.6e-5): not yet explained, so they are
+    /// not the default. `WGTRAIN_CONV_SG=1` opts in.
     pub fn heuristic_forward(&self, gpu: &Gpu) -> ConvVariant {
         let rows = self.n as u64 * self.p() as u64 * self.q() as u64;
         let want = ConvVariant::Subgroup {
-            rows: if rows >= 2048 {
-                32
-            } else if rows >= 256 {
-                16
-            } else {
-                8
-            },
+            rows: subgroup_rows_for(rows),
         };
-        if self.forward_variants(gpu).contains(&want) {
+        let opted_in = std::env::var("WGTRAIN_CONV_SG").is_ok_and(|v| v == "1");
+        if opted_in && self.forward_variants(gpu).contains(&want) {
             want
         } else {
             ConvVariant::Blocked
@@ -382,14 +392,8 @@ impl Conv2d {
                 cols: self.kg(),
                 mixed: false,
             };
-            // Workgroups of 8 x wg_y: one subgroup (8 lanes x 4 out-channels) per row.
-            let wg_y = SUBGROUP_WG_Y.min(rows.div_ceil(tm));
-            let col_tiles = gemm.cols.div_ceil(32);
-            let row_tiles = rows.div_ceil(tm * wg_y);
-            let (builder, groups) =
-                self.builder_with(gpu, &gemm, shaders::CONV2D_SG, col_tiles, row_tiles);
+            let (builder, groups) = self.subgroup_builder(gpu, &gemm, tm);
             return builder
-                .constant("WG_Y", wg_y)
                 .flag("HAS_BIAS", self.bias)
                 .flag("RELU", self.relu)
                 .read("x", x, self.x_elems())
@@ -435,7 +439,81 @@ impl Conv2d {
         dx: &wgpu::Buffer,
         accumulate: bool,
     ) -> Result<Dispatch> {
+        let variant = self.heuristic_backward_data(gpu);
+        self.prepare_backward_data_variant(gpu, variant, dy, weight, dx, accumulate)
+    }
+
+    /// The backward-data kernels that apply on `gpu`, the register-blocked one first. The
+    /// subgroup kernels need stride 1 and whole vec4s of channels and out-channels.
+    pub fn backward_data_variants(&self, gpu: &Gpu) -> Vec<ConvVariant> {
+        let mut v = vec![ConvVariant::Blocked];
+        if gpu.subgroup_width() == Some(8)
+            && self.stride_h == 1
+            && self.stride_w == 1
+            && self.cg() % 4 == 0
+            && self.kg() % 4 == 0
+            && !self.mixed(self.cg())
+        {
+            v.extend(SUBGROUP_ROWS.map(|rows| ConvVariant::Subgroup { rows }));
+        }
+        v
+    }
+
+    /// The fixed backward-data choice, as [`Conv2d::heuristic_forward`] but over the
+    /// N·H·W input pixels.
+    pub fn heuristic_backward_data(&self, gpu: &Gpu) -> ConvVariant {
+        let rows = self.n as u64 * self.h as u64 * self.w as u64;
+        let want = ConvVariant::Subgroup {
+            rows: subgroup_rows_for(rows),
+        };
+        if self.backward_data_variants(gpu).contains(&want) {
+            want
+        } else {
+            ConvVariant::Blocked
+        }
+    }
+
+    /// [`Conv2d::prepare_backward_data`] with a chosen kernel, one of
+    /// [`Conv2d::backward_data_variants`].
+    pub fn prepare_backward_data_variant(
+        &self,
+        gpu: &Gpu,
+        variant: ConvVariant,
+        dy: &wgpu::Buffer,
+        weight: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+        accumulate: bool,
+    ) -> Result<Dispatch> {
         self.validate()?;
+        ensure(
+            self.backward_data_variants(gpu).contains(&variant),
+            KERNEL,
+            || format!("kernel variant {variant:?} does not apply to {self:?} on this adapter"),
+        )?;
+        if let ConvVariant::Subgroup { rows: tm } = variant {
+            let rows = to_u32(
+                self.n as u64 * self.h as u64 * self.w as u64,
+                KERNEL,
+                "N·H·W",
+            )?;
+            let gemm = Gemm {
+                entry: match tm {
+                    8 => "conv2d_backward_data_sg8",
+                    16 => "conv2d_backward_data_sg16",
+                    _ => "conv2d_backward_data_sg32",
+                },
+                rows,
+                cols: self.cg(),
+                mixed: false,
+            };
+            let (builder, groups) = self.subgroup_builder(gpu, &gemm, tm);
+            return builder
+                .flag("ACCUMULATE", accumulate)
+                .read("dy", dy, self.y_elems())
+                .read("weight", weight, self.w_elems())
+                .write("dx", dx, self.x_elems())
+                .build(groups);
+        }
         let mixed = self.mixed(self.cg());
         let cols = if mixed { self.c } else { self.cg() };
         // Rows are dx pixels in phases of stride_w, each padded to w_steps (see the shader).
@@ -540,6 +618,22 @@ impl Conv2d {
             .constant("WG_Y", wg_y)
             .flag("MIXED", gemm.mixed);
         (builder, groups)
+    }
+
+    /// The builder and grid of a `conv2d_sg.wgsl` kernel with `tm` rows per invocation:
+    /// workgroups of 8 x wg_y, one subgroup (8 lanes x 4 columns) per workgroup row.
+    fn subgroup_builder<'a>(
+        &self,
+        gpu: &'a Gpu,
+        gemm: &Gemm,
+        tm: u32,
+    ) -> (DispatchBuilder<'a>, [u32; 3]) {
+        let wg_y = SUBGROUP_WG_Y.min(gemm.rows.div_ceil(tm));
+        let col_tiles = gemm.cols.div_ceil(32);
+        let row_tiles = gemm.rows.div_ceil(tm * wg_y);
+        let (builder, groups) =
+            self.builder_with(gpu, gemm, shaders::CONV2D_SG, col_tiles, row_tiles);
+        (builder.constant("WG_Y", wg_y), groups)
     }
 
     /// The builder for `shader` with the uniform set, and the grid for the given tiles.
