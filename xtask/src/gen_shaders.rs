@@ -192,9 +192,7 @@ fn entry(tm: u32, trans_a: bool) -> String {
             );
         }
     }
-    for i in 0..tm {
-        let _ = writeln!(w, "    var acc{i} = vec4<f32>(0.0);");
-    }
+    accumulators(w, tm);
     let _ = writeln!(w, "    for (var kc = 0u; kc < p.k / 4u; kc++) {{");
     let _ = writeln!(w, "        let bm = load_b(b_base4, col0, kc);");
     for h in 0..groups {
@@ -219,20 +217,15 @@ fn entry(tm: u32, trans_a: bool) -> String {
             }
         }
     }
-    for i in 0..tm {
+    row_fmas(w, "        ", tm, |i| {
         let (h, r) = (i / 8, i % 8);
-        let row = if trans_a {
+        if trans_a {
             let (q, j) = (r / 4, ["x", "y", "z", "w"][(r % 4) as usize]);
             format!("vec4<f32>(w{h}_{q}_0.{j}, w{h}_{q}_1.{j}, w{h}_{q}_2.{j}, w{h}_{q}_3.{j})")
         } else {
             format!("subgroupBroadcast(av{h}, {r}u)")
-        };
-        let _ = writeln!(w, "        let r{i} = {row};");
-        let _ = writeln!(
-            w,
-            "        acc{i} = fma(vec4(r{i}.x), bm[0], fma(vec4(r{i}.y), bm[1], fma(vec4(r{i}.z), bm[2], fma(vec4(r{i}.w), bm[3], acc{i}))));"
-        );
-    }
+        }
+    });
     let _ = writeln!(w, "    }}");
     let _ = writeln!(w, "    let c_base = wid.z * p.stride_c;");
     for i in 0..tm {
@@ -411,87 +404,110 @@ pub fn conv2d_sg() -> String {
     s
 }
 
-fn conv_backward_data_entry(tm: u32) -> String {
-    let groups = tm / 8;
-    let mut s = String::new();
-    let w = &mut s;
-    let _ = writeln!(w, "@compute @workgroup_size(8, WG_Y, 1)");
-    let _ = writeln!(w, "fn conv2d_backward_data_sg{tm}(");
-    let _ = writeln!(w, "    @builtin(workgroup_id) wid: vec3<u32>,");
-    let _ = writeln!(w, "    @builtin(local_invocation_id) lid: vec3<u32>,");
-    let _ = writeln!(w, "    @builtin(num_workgroups) nwg: vec3<u32>,");
-    let _ = writeln!(w, ") {{");
-    let _ = writeln!(w, "    let lane = lid.x;");
-    let _ = writeln!(w, "    let group = wid.x / p.col_tiles;");
-    let _ = writeln!(w, "    let col0 = (wid.x % p.col_tiles) * 32u + lane * 4u;");
-    let _ = writeln!(
-        w,
-        "    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * {tm}u;"
-    );
-    let _ = writeln!(w, "    let kg4 = p.kg / 4u;");
-    let _ = writeln!(w, "    let cg4 = p.cg / 4u;");
-    let _ = writeln!(
-        w,
-        "    // weight[k, r, s, c] in vec4 units: this lane's 4 channels, and the step per k."
-    );
-    let _ = writeln!(w, "    let c4 = min(col0, p.cg - 4u) / 4u;");
-    let _ = writeln!(w, "    let k_step = p.r * p.s * cg4;");
-    let _ = writeln!(w, "    let k_first = group * p.kg * k_step + c4;");
-    for h in 0..groups {
-        let _ = writeln!(w, "    let px{h} = in_pixel(row0 + {}u + lane);", 8 * h);
-    }
+/// `var acc0 … acc{tm-1}`: one vec4 of C per row of the tile.
+fn accumulators(w: &mut String, tm: u32) {
     for i in 0..tm {
         let _ = writeln!(w, "    var acc{i} = vec4<f32>(0.0);");
     }
-    let _ = writeln!(w, "    for (var r = 0u; r < p.r; r++) {{");
-    let _ = writeln!(w, "        for (var s = 0u; s < p.s; s++) {{");
-    for h in 0..groups {
-        let _ = writeln!(w, "            let t{h} = dy_tap(px{h}, r, s, group);");
-    }
-    let _ = writeln!(w, "            let wt = k_first + (r * p.s + s) * cg4;");
-    let _ = writeln!(w, "            for (var kc = 0u; kc < kg4; kc++) {{");
-    let _ = writeln!(
-        w,
-        "                // Rows t of bm: out-channel 4 kc + t's weights for the 4 channels."
-    );
-    let _ = writeln!(w, "                let at = wt + kc * 4u * k_step;");
-    let _ = writeln!(
-        w,
-        "                let bm = mat4x4<f32>(w4[at], w4[at + k_step], w4[at + 2u * k_step], w4[at + 3u * k_step]);"
-    );
-    for h in 0..groups {
-        let _ = writeln!(
-            w,
-            "                let av{h} = select(vec4<f32>(0.0), dy4[t{h}.x + kc], t{h}.y != 0u);"
-        );
-    }
-    for i in 0..tm {
-        let (h, r) = (i / 8, i % 8);
-        let _ = writeln!(
-            w,
-            "                let r{i} = subgroupBroadcast(av{h}, {r}u);"
-        );
-        let _ = writeln!(
-            w,
-            "                acc{i} = fma(vec4(r{i}.x), bm[0], fma(vec4(r{i}.y), bm[1], fma(vec4(r{i}.z), bm[2], fma(vec4(r{i}.w), bm[3], acc{i}))));"
-        );
-    }
-    let _ = writeln!(w, "            }}");
-    let _ = writeln!(w, "        }}");
-    let _ = writeln!(w, "    }}");
-    for i in 0..tm {
-        let _ = writeln!(w, "    store_dx4(row0 + {i}u, col0, group, acc{i});");
-    }
-    let _ = writeln!(w, "}}");
-    s
 }
 
+/// For each tile row `i`: `r{i}` = that row's 4 values of A along the k-chunk (`row(i)`,
+/// a WGSL expression), then `acc{i} += r{i} · bm` as four FMAs.
+fn row_fmas(w: &mut String, indent: &str, tm: u32, row: impl Fn(u32) -> String) {
+    for i in 0..tm {
+        let _ = writeln!(w, "{indent}let r{i} = {};", row(i));
+        let _ = writeln!(
+            w,
+            "{indent}acc{i} = fma(vec4(r{i}.x), bm[0], fma(vec4(r{i}.y), bm[1], fma(vec4(r{i}.z), bm[2], fma(vec4(r{i}.w), bm[3], acc{i}))));"
+        );
+    }
+}
+
+/// What differs between the two subgroup convolution passes; the loop structure (taps
+/// r, s outside, vec4 chunks of the summed channels inside) is shared.
+struct ConvPass {
+    /// Entry point name without the tile height.
+    name: &'static str,
+    /// Lines after `row0`, before the pixels (4-space indent included).
+    setup: &'static [&'static str],
+    /// Comment and function giving the pixel of row `8h + lane` (`pixel` / `in_pixel`).
+    pixel_comment: Option<&'static str>,
+    pixel_fn: &'static str,
+    /// Function giving the A operand's vec4 index and validity at a tap.
+    tap_fn: &'static str,
+    /// Line computing the tap's offset into the weights (12-space indent included).
+    tap_offset: &'static str,
+    /// The summed chunk's loop variable and its bound.
+    chunk: (&'static str, &'static str),
+    /// Lines loading `bm` (16-space indent included).
+    load_b: &'static [&'static str],
+    /// Storage array of the A operand, and the tile store function.
+    a_array: &'static str,
+    store_fn: &'static str,
+}
+
+const CONV_FORWARD: ConvPass = ConvPass {
+    name: "conv2d_forward_sg",
+    setup: &[
+        "    let cg4 = p.cg / 4u;",
+        "    // This lane's 4 out-channels: where their filters start (vec4 units).",
+        "    let taps4 = p.r * p.s * cg4;",
+        "    let f0 = (group * p.kg + min(col0 + 0u, p.kg - 1u)) * taps4;",
+        "    let f1 = (group * p.kg + min(col0 + 1u, p.kg - 1u)) * taps4;",
+        "    let f2 = (group * p.kg + min(col0 + 2u, p.kg - 1u)) * taps4;",
+        "    let f3 = (group * p.kg + min(col0 + 3u, p.kg - 1u)) * taps4;",
+    ],
+    pixel_comment: Some("    // The pixel rows this lane loads x for: 8h + lane."),
+    pixel_fn: "pixel",
+    tap_fn: "tap",
+    tap_offset: "            let ft = (r * p.s + s) * cg4;",
+    chunk: ("c", "cg4"),
+    load_b: &[
+        "                // Rows t of bm: channel 4c + t of the 4 out-channels' filters.",
+        "                let bm = transpose(mat4x4<f32>(w4[f0 + ft + c], w4[f1 + ft + c], w4[f2 + ft + c], w4[f3 + ft + c]));",
+    ],
+    a_array: "x4",
+    store_fn: "store_y4",
+};
+
+const CONV_BACKWARD_DATA: ConvPass = ConvPass {
+    name: "conv2d_backward_data_sg",
+    setup: &[
+        "    let kg4 = p.kg / 4u;",
+        "    let cg4 = p.cg / 4u;",
+        "    // weight[k, r, s, c] in vec4 units: this lane's 4 channels, and the step per k.",
+        "    let c4 = min(col0, p.cg - 4u) / 4u;",
+        "    let k_step = p.r * p.s * cg4;",
+        "    let k_first = group * p.kg * k_step + c4;",
+    ],
+    pixel_comment: None,
+    pixel_fn: "in_pixel",
+    tap_fn: "dy_tap",
+    tap_offset: "            let wt = k_first + (r * p.s + s) * cg4;",
+    chunk: ("kc", "kg4"),
+    load_b: &[
+        "                // Rows t of bm: out-channel 4 kc + t's weights for the 4 channels.",
+        "                let at = wt + kc * 4u * k_step;",
+        "                let bm = mat4x4<f32>(w4[at], w4[at + k_step], w4[at + 2u * k_step], w4[at + 3u * k_step]);",
+    ],
+    a_array: "dy4",
+    store_fn: "store_dx4",
+};
+
 fn conv_forward_entry(tm: u32) -> String {
+    conv_entry(tm, &CONV_FORWARD)
+}
+
+fn conv_backward_data_entry(tm: u32) -> String {
+    conv_entry(tm, &CONV_BACKWARD_DATA)
+}
+
+fn conv_entry(tm: u32, pass: &ConvPass) -> String {
     let groups = tm / 8;
     let mut s = String::new();
     let w = &mut s;
     let _ = writeln!(w, "@compute @workgroup_size(8, WG_Y, 1)");
-    let _ = writeln!(w, "fn conv2d_forward_sg{tm}(");
+    let _ = writeln!(w, "fn {}{tm}(", pass.name);
     let _ = writeln!(w, "    @builtin(workgroup_id) wid: vec3<u32>,");
     let _ = writeln!(w, "    @builtin(local_invocation_id) lid: vec3<u32>,");
     let _ = writeln!(w, "    @builtin(num_workgroups) nwg: vec3<u32>,");
@@ -503,62 +519,55 @@ fn conv_forward_entry(tm: u32) -> String {
         w,
         "    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * {tm}u;"
     );
-    let _ = writeln!(w, "    let cg4 = p.cg / 4u;");
-    let _ = writeln!(
-        w,
-        "    // This lane's 4 out-channels: where their filters start (vec4 units)."
-    );
-    let _ = writeln!(w, "    let taps4 = p.r * p.s * cg4;");
-    for j in 0..4 {
+    for line in pass.setup {
+        let _ = writeln!(w, "{line}");
+    }
+    if let Some(comment) = pass.pixel_comment {
+        let _ = writeln!(w, "{comment}");
+    }
+    for h in 0..groups {
         let _ = writeln!(
             w,
-            "    let f{j} = (group * p.kg + min(col0 + {j}u, p.kg - 1u)) * taps4;"
+            "    let px{h} = {}(row0 + {}u + lane);",
+            pass.pixel_fn,
+            8 * h
         );
     }
-    let _ = writeln!(w, "    // The pixel rows this lane loads x for: 8h + lane.");
-    for h in 0..groups {
-        let _ = writeln!(w, "    let px{h} = pixel(row0 + {}u + lane);", 8 * h);
-    }
-    for i in 0..tm {
-        let _ = writeln!(w, "    var acc{i} = vec4<f32>(0.0);");
-    }
+    accumulators(w, tm);
     let _ = writeln!(w, "    for (var r = 0u; r < p.r; r++) {{");
     let _ = writeln!(w, "        for (var s = 0u; s < p.s; s++) {{");
     for h in 0..groups {
-        let _ = writeln!(w, "            let t{h} = tap(px{h}, r, s, group);");
+        let _ = writeln!(
+            w,
+            "            let t{h} = {}(px{h}, r, s, group);",
+            pass.tap_fn
+        );
     }
-    let _ = writeln!(w, "            let ft = (r * p.s + s) * cg4;");
-    let _ = writeln!(w, "            for (var c = 0u; c < cg4; c++) {{");
-    let _ = writeln!(
-        w,
-        "                // Rows t of bm: channel 4c + t of the 4 out-channels' filters."
-    );
-    let _ = writeln!(
-        w,
-        "                let bm = transpose(mat4x4<f32>(w4[f0 + ft + c], w4[f1 + ft + c], w4[f2 + ft + c], w4[f3 + ft + c]));"
-    );
+    let _ = writeln!(w, "{}", pass.tap_offset);
+    let (v, bound) = pass.chunk;
+    let _ = writeln!(w, "            for (var {v} = 0u; {v} < {bound}; {v}++) {{");
+    for line in pass.load_b {
+        let _ = writeln!(w, "{line}");
+    }
     for h in 0..groups {
         let _ = writeln!(
             w,
-            "                let av{h} = select(vec4<f32>(0.0), x4[t{h}.x + c], t{h}.y != 0u);"
+            "                let av{h} = select(vec4<f32>(0.0), {}[t{h}.x + {v}], t{h}.y != 0u);",
+            pass.a_array
         );
     }
-    for i in 0..tm {
-        let (h, r) = (i / 8, i % 8);
-        let _ = writeln!(
-            w,
-            "                let r{i} = subgroupBroadcast(av{h}, {r}u);"
-        );
-        let _ = writeln!(
-            w,
-            "                acc{i} = fma(vec4(r{i}.x), bm[0], fma(vec4(r{i}.y), bm[1], fma(vec4(r{i}.z), bm[2], fma(vec4(r{i}.w), bm[3], acc{i}))));"
-        );
-    }
+    row_fmas(w, "                ", tm, |i| {
+        format!("subgroupBroadcast(av{}, {}u)", i / 8, i % 8)
+    });
     let _ = writeln!(w, "            }}");
     let _ = writeln!(w, "        }}");
     let _ = writeln!(w, "    }}");
     for i in 0..tm {
-        let _ = writeln!(w, "    store_y4(row0 + {i}u, col0, group, acc{i});");
+        let _ = writeln!(
+            w,
+            "    {}(row0 + {i}u, col0, group, acc{i});",
+            pass.store_fn
+        );
     }
     let _ = writeln!(w, "}}");
     s
