@@ -20,6 +20,15 @@ torchvision AlexNet and ResNet-18/34/50/101/152.
 Everything is computed in float64 and stored as float32, so the fixtures are the exact
 answer rounded once. Deterministic: fixed seeds, CPU. Needs torch, torchvision,
 safetensors.
+
+ReLU margin: an element whose pre-activation is within float32 rounding of zero flips its
+ReLU mask under any change of summation order (a different kernel, a different tile), and
+one flipped element moves a gradient by far more than the tests' 1e-3. So each fixture
+takes the first seed, counting from its base seed, for which every ReLU input in the
+forward pass stays at least MARGIN (relative to that input's largest magnitude) away from
+zero, and for which PyTorch's own float32 answer stays within a fifth of the tests'
+tolerances of the float64 one (logits 1e-4, gradients 1e-3: a badly conditioned batch
+norm amplifies rounding); the seed, the margin and that error are in the metadata.
 """
 
 import argparse
@@ -36,6 +45,10 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 SGD = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
 ADAMW = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2)
+# float32 forward passes by different kernels differ by up to ~1.5e-5 of a tensor's
+# largest magnitude (measured on ResNet-50 at width 2), typical elements by far less; a
+# wider margin than 1e-5 is rare at ResNet-50's ~10^5 ReLU inputs (none in 10^4 seeds at 2e-5).
+MARGIN = 1e-5
 
 
 class AlexNet(nn.Module):
@@ -141,12 +154,70 @@ def step(model: nn.Module, x, labels, optimizer: str):
     return m, logits, loss
 
 
-def fixture(out: str, name: str, model: nn.Module, config: dict, seed: int) -> None:
+def inputs(config: dict, seed: int):
     torch.manual_seed(seed)
-    model = model.double()
     image, batch, classes = config["image"], config["batch"], config["classes"]
     x = torch.randn(batch, 3, image, image, dtype=torch.float64)
     labels = torch.randint(0, classes, (batch,))
+    return x, labels
+
+
+def relu_margin(model: nn.Module, x) -> float:
+    """The smallest |ReLU input| / max |ReLU input| over every ReLU call of a training-mode
+    forward pass of a copy of `model` on `x`."""
+    m = copy.deepcopy(model).train()
+    worst = [1.0]
+
+    def hook(_module, args):
+        t = args[0].detach().abs()
+        worst[0] = min(worst[0], (t.min() / t.max().clamp_min(1e-300)).item())
+
+    for module in m.modules():
+        if isinstance(module, nn.ReLU):
+            module.register_forward_pre_hook(hook)
+    with torch.no_grad():
+        m(x)
+    return worst[0]
+
+
+def float32_error(model: nn.Module, x, labels) -> float:
+    """How far PyTorch's float32 logits and gradients are from the float64 ones, as a
+    fraction of the parity tests' tolerances (the worst tensor, by max |diff| / max |want|)."""
+    def run(m, x):
+        m = copy.deepcopy(m).train()
+        logits = m(x)
+        F.cross_entropy(logits, labels).backward()
+        return logits.detach().double(), {k: p.grad.double() for k, p in m.named_parameters()}
+
+    rel = lambda got, want: ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()  # noqa: E731,E501
+    logits64, grads64 = run(model, x)
+    logits32, grads32 = run(model.float(), x.float())
+    model.double()
+    worst = rel(logits32, logits64) / 1e-4
+    for k, g in grads64.items():
+        worst = max(worst, rel(grads32[k], g) / 1e-3)
+    return worst
+
+
+def well_conditioned(build, config: dict, base_seed: int, tries: int = 10_000):
+    """The first seed from `base_seed` whose model and input keep every ReLU input MARGIN
+    away from zero and whose float32 error is at most a fifth of the tolerances:
+    (seed, model, margin, float32 error)."""
+    for seed in range(base_seed, base_seed + tries * 100, 100):
+        torch.manual_seed(seed)
+        model = build().double()
+        x, labels = inputs(config, seed)
+        margin = relu_margin(model, x)
+        if margin >= MARGIN:
+            error = float32_error(model, x, labels)
+            if error <= 0.2:
+                return seed, model, margin, error
+    raise SystemExit(f"no seed in {tries} tries gives a well-conditioned fixture")
+
+
+def fixture(out: str, name: str, model: nn.Module, config: dict, seed: int) -> None:
+    model = model.double()
+    x, labels = inputs(config, seed)
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     f32 = lambda t: t.detach().to(torch.float32).contiguous()  # noqa: E731
@@ -194,15 +265,19 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     torch.use_deterministic_algorithms(True)
     alex = dict(divisor=16, hidden=32, classes=10, image=95, batch=2)
-    for seed, paper in ((1, False), (2, True)):
-        torch.manual_seed(seed)
-        model = alexnet(paper, alex["divisor"], alex["hidden"], alex["classes"], alex["image"])
+    for base_seed, paper in ((1, False), (2, True)):
         name = "alexnet-paper" if paper else "alexnet-torchvision"
-        fixture(args.out, name, model, dict(alex, variant=name), seed)
-    for seed, depth, base in ((3, 18, 4), (4, 50, 2)):
-        torch.manual_seed(seed)
+        config = dict(alex, variant=name)
+        build = lambda: alexnet(paper, alex["divisor"], alex["hidden"], alex["classes"], alex["image"])  # noqa: E731,E501
+        seed, model, margin, error = well_conditioned(build, config, base_seed)
+        meta = dict(config, seed=seed, relu_margin=margin, float32_error=error)
+        fixture(args.out, name, model, meta, seed)
+    for base_seed, depth, base in ((3, 18, 4), (4, 50, 2)):
         config = dict(depth=depth, base=base, classes=10, image=64, batch=4)
-        fixture(args.out, f"resnet{depth}", resnet(depth, base, 10), config, seed)
+        build = lambda: resnet(depth, base, 10)  # noqa: E731
+        seed, model, margin, error = well_conditioned(build, config, base_seed)
+        meta = dict(config, seed=seed, relu_margin=margin, float32_error=error)
+        fixture(args.out, f"resnet{depth}", model, meta, seed)
     torchvision_params(args.out)
 
 

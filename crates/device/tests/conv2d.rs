@@ -150,6 +150,12 @@ fn every_forward_variant_matches_reference() {
             "sg groups 2",
             Conv2d::new(2, 6, 6, 16, 80, 3, 3).pad(1, 1).grouped(2),
         ),
+        // Fewer out-channels than a lane's 4 columns (ResNet-50 at width 2).
+        ("sg 2 out-channels", Conv2d::new(4, 16, 16, 8, 2, 1, 1)),
+        (
+            "sg 6 out-channels",
+            Conv2d::new(2, 5, 6, 4, 6, 3, 3).pad(1, 1),
+        ),
     ];
     let mut tried = std::collections::BTreeSet::new();
     for (i, (name, p)) in cases().into_iter().chain(extra).enumerate() {
