@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
 
+use crate::autotune::Autotuner;
 use crate::error::{DeviceError, Result};
 use crate::pipeline::PipelineCache;
 use crate::pool::{BufferPool, PooledBuffer};
@@ -42,6 +43,7 @@ pub struct Gpu {
     pub(crate) pipelines: PipelineCache,
     uncaptured: Arc<Mutex<Vec<String>>>,
     submissions: AtomicU64,
+    autotune: Autotuner,
     /// Bound where a kernel's optional input (e.g. bias) is absent.
     pub(crate) placeholder: wgpu::Buffer,
 }
@@ -110,6 +112,7 @@ impl Gpu {
         });
         let pool = BufferPool::new(device.clone(), limits.max_storage_buffer_binding_size);
         let pipelines = PipelineCache::new(&device, features, &info);
+        let autotune = Autotuner::new(&info);
         Ok(Self {
             device,
             queue,
@@ -120,6 +123,7 @@ impl Gpu {
             pipelines,
             uncaptured,
             submissions: AtomicU64::new(0),
+            autotune,
             placeholder,
         })
     }
@@ -216,6 +220,17 @@ impl Gpu {
         self.queue.submit(Some(encoder.finish()))
     }
 
+    /// The kernel autotuner of this adapter (see [`crate::autotune`]).
+    pub fn autotuner(&self) -> &Autotuner {
+        &self.autotune
+    }
+
+    /// Replaces the autotuner (e.g. one with an explicit mode and cache directory; see
+    /// [`Autotuner::with`]).
+    pub fn set_autotuner(&mut self, tuner: Autotuner) {
+        self.autotune = tuner;
+    }
+
     /// Queue submissions made through [`Gpu::submit`] (downloads included) so far.
     pub fn submissions(&self) -> u64 {
         self.submissions.load(Ordering::Relaxed)
@@ -263,6 +278,17 @@ impl Gpu {
 
     /// Reads the first `len` elements of `buffer` back to the CPU (submits and waits).
     pub fn download<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<T>> {
+        self.read_back(buffer, len, true)
+    }
+
+    /// [`Gpu::download`]; `counted`: whether its submission counts in
+    /// [`Gpu::submissions`] (the autotuner's do not).
+    pub(crate) fn read_back<T: bytemuck::Pod>(
+        &self,
+        buffer: &wgpu::Buffer,
+        len: usize,
+        counted: bool,
+    ) -> Result<Vec<T>> {
         let bytes = (len * std::mem::size_of::<T>()) as u64;
         if bytes > buffer.size() {
             return Err(DeviceError::Readback {
@@ -277,7 +303,11 @@ impl Gpu {
         let staging = self.pool.acquire_staging(padded)?;
         let mut encoder = self.encoder("wgtrain.download");
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, padded);
-        self.submit(encoder);
+        if counted {
+            self.submit(encoder);
+        } else {
+            self.queue.submit(Some(encoder.finish()));
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         let slice = staging.slice(..padded);
         slice.map_async(wgpu::MapMode::Read, move |r| {

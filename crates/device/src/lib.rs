@@ -12,6 +12,7 @@
 //! for implicit-GEMM convolution); convolution weights are KRSC (`[K, R, S, C/groups]`).
 //! [`layout`] converts from and to PyTorch's NCHW / OIHW at the edges.
 
+pub mod autotune;
 pub mod error;
 pub mod gpu;
 pub mod kernels;

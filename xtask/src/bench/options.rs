@@ -23,7 +23,8 @@ pub const USAGE: &str = "usage: cargo xtask bench [OPTIONS]
   --compare PATH    a reference JSON (e.g. from bench/pytorch_reference.py): print its
                     time next to ours and the ratio ours / theirs
 
-Environment: WGTRAIN_ADAPTER=<index or name substring> picks the adapter.";
+Environment: WGTRAIN_ADAPTER=<index or name substring> picks the adapter.
+             WGTRAIN_AUTOTUNE=off times the fixed heuristic kernels instead of the tuned ones.";
 
 /// How kernels are timed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

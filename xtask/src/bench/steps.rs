@@ -237,10 +237,25 @@ pub fn first_step(process_start: Instant) -> Result<()> {
     Ok(())
 }
 
-/// Runs [`first_step`] in a fresh child process and returns its milliseconds.
-pub fn time_to_first_step() -> Result<f64> {
+/// Runs [`first_step`] in a fresh child process with an empty autotuning cache (every
+/// kernel tuned from scratch, as on a new machine), then again in another one that finds
+/// the first one's cache: `(cold ms, cached ms)`.
+pub fn time_to_first_step() -> Result<(f64, f64)> {
+    let dir = std::env::temp_dir().join(format!("wgtrain-first-step-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cold = first_step_child(&dir)?;
+    let cached = first_step_child(&dir)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((cold, cached))
+}
+
+/// One [`first_step`] child with `cache` as its autotuning cache directory.
+fn first_step_child(cache: &std::path::Path) -> Result<f64> {
     let exe = std::env::current_exe()?;
-    let out = std::process::Command::new(exe).arg("first-step").output()?;
+    let out = std::process::Command::new(exe)
+        .arg("first-step")
+        .env("WGTRAIN_CACHE_DIR", cache)
+        .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     anyhow::ensure!(
         out.status.success(),

@@ -125,6 +125,32 @@ pub enum ConvVariant {
     Subgroup { rows: u32 },
 }
 
+/// The passes with more than one kernel (and so an autotuned choice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    Forward,
+    BackwardData,
+}
+
+impl Pass {
+    /// The name the autotuner files this pass's decisions under.
+    fn kernel(self) -> &'static str {
+        match self {
+            Pass::Forward => "conv2d_forward",
+            Pass::BackwardData => "conv2d_backward_data",
+        }
+    }
+}
+
+impl std::fmt::Display for ConvVariant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConvVariant::Blocked => write!(f, "blocked"),
+            ConvVariant::Subgroup { rows } => write!(f, "sg{rows}"),
+        }
+    }
+}
+
 /// One pass as a GEMM: `rows` × `cols` outputs (`cols` for one group unless `mixed`).
 struct Gemm {
     entry: &'static str,
@@ -321,7 +347,8 @@ impl Conv2d {
     }
 
     /// Binds `x`, `weight`, the optional `bias` and `y`; the dispatch writes y. The
-    /// kernel is [`Conv2d::heuristic_forward`]'s choice.
+    /// kernel is the autotuner's choice among [`Conv2d::forward_variants`] (see
+    /// [`crate::autotune`]), or [`Conv2d::heuristic_forward`]'s when tuning is off.
     pub fn prepare(
         &self,
         gpu: &Gpu,
@@ -330,7 +357,118 @@ impl Conv2d {
         bias: Option<&wgpu::Buffer>,
         y: &wgpu::Buffer,
     ) -> Result<Dispatch> {
-        self.prepare_forward_variant(gpu, self.heuristic_forward(gpu), x, weight, bias, y)
+        self.validate()?;
+        let variant = self.tuned(gpu, Pass::Forward, false);
+        self.prepare_forward_variant(gpu, variant, x, weight, bias, y)
+    }
+
+    /// The autotuner's kernel for `pass` (`accumulate`: backward-data adds to dx).
+    fn tuned(&self, gpu: &Gpu, pass: Pass, accumulate: bool) -> ConvVariant {
+        let (candidates, heuristic) = match pass {
+            Pass::Forward => (self.forward_variants(gpu), self.heuristic_forward(gpu)),
+            Pass::BackwardData => (
+                self.backward_data_variants(gpu),
+                self.heuristic_backward_data(gpu),
+            ),
+        };
+        let small = self.validation_problem();
+        let mut scratch = None;
+        gpu.autotuner().choose(
+            pass.kernel(),
+            &format!("{self:?} accumulate={accumulate}"),
+            self.macs(),
+            &candidates,
+            heuristic,
+            |_| format!("{small:?} accumulate={accumulate}"),
+            |v| small.validate_variant(gpu, pass, v, accumulate),
+            |v, beat| {
+                if scratch.is_none() {
+                    let get = |elems: u64| {
+                        gpu.pool()
+                            .acquire(4 * elems.max(1), "wgtrain.autotune.scratch")
+                    };
+                    let bias = get(self.k as u64)?;
+                    scratch = Some([
+                        get(self.x_elems())?,
+                        get(self.w_elems())?,
+                        bias,
+                        get(self.y_elems())?,
+                    ]);
+                }
+                let [x, w, bias, y] = scratch.as_ref().expect("allocated above");
+                let d = match pass {
+                    Pass::Forward => {
+                        let bias = self.bias.then_some(&**bias);
+                        self.prepare_forward_variant(gpu, v, x, w, bias, y)?
+                    }
+                    Pass::BackwardData => {
+                        self.prepare_backward_data_variant(gpu, v, y, w, x, accumulate)?
+                    }
+                };
+                gpu.autotuner().time(gpu, &d, beat)
+            },
+        )
+    }
+
+    /// A small convolution with this one's filter, strides, padding, dilation, groups and
+    /// epilogue, and channel counts that keep the same kernels applicable, on which a
+    /// variant is checked against the reference before it is ever timed.
+    fn validation_problem(&self) -> Conv2d {
+        // Keep a count's residue mod 4 (the vec4 and subgroup kernels' condition) and
+        // its side of MIN_PER_GROUP (whether groups run side by side).
+        let shrink = |v: u32, keep: u32| if v <= keep { v } else { keep - 4 + v % 4 };
+        let (cg, kg) = (shrink(self.cg(), 12), shrink(self.kg(), 44));
+        let side = |size: u32, r: u32, dil: u32| size.min((dil * (r - 1) + 1).max(12));
+        Conv2d {
+            n: 2,
+            h: side(self.h, self.r, self.dil_h),
+            w: side(self.w, self.s, self.dil_w),
+            c: cg * self.groups,
+            k: kg * self.groups,
+            ..*self
+        }
+    }
+
+    /// Runs `variant` of `pass` on this convolution with deterministic inputs and
+    /// compares it with the CPU reference; `Ok(false)` when it disagrees.
+    fn validate_variant(
+        &self,
+        gpu: &Gpu,
+        pass: Pass,
+        variant: ConvVariant,
+        accumulate: bool,
+    ) -> Result<bool> {
+        use crate::autotune::{close, run_and_read, test_values};
+        use crate::reference::conv2d as reference;
+        let label = "wgtrain.autotune.validate";
+        let w = test_values(self.w_elems() as usize, 2);
+        let dw = gpu.upload(&w, label)?;
+        match pass {
+            Pass::Forward => {
+                let x = test_values(self.x_elems() as usize, 1);
+                let bias = test_values(self.k as usize, 3);
+                let (dx, dbias) = (gpu.upload(&x, label)?, gpu.upload(&bias, label)?);
+                let dy = gpu.upload(&vec![0f32; self.y_elems() as usize], label)?;
+                let bias_buf = self.bias.then_some(&*dbias);
+                let d = self.prepare_forward_variant(gpu, variant, &dx, &dw, bias_buf, &dy)?;
+                let got = run_and_read(gpu, &d, &dy, self.y_elems() as usize)?;
+                let want = reference::forward(self, &x, &w, self.bias.then_some(&bias[..]));
+                Ok(close(&got, &want, self.r * self.s * self.cg()))
+            }
+            Pass::BackwardData => {
+                let dy = test_values(self.y_elems() as usize, 1);
+                let dx_in = test_values(self.x_elems() as usize, 4);
+                let (ddy, ddx) = (gpu.upload(&dy, label)?, gpu.upload(&dx_in, label)?);
+                let d =
+                    self.prepare_backward_data_variant(gpu, variant, &ddy, &dw, &ddx, accumulate)?;
+                let got = run_and_read(gpu, &d, &ddx, self.x_elems() as usize)?;
+                let mut want = reference::backward_data(self, &dy, &w);
+                if accumulate {
+                    want.iter_mut().zip(&dx_in).for_each(|(o, i)| *o += i);
+                }
+                Ok(close(&got, &want, self.r * self.s * self.kg()))
+            }
+        }
     }
 
     /// The forward kernels that apply on `gpu`, the register-blocked one first.
@@ -435,7 +573,8 @@ impl Conv2d {
         dx: &wgpu::Buffer,
         accumulate: bool,
     ) -> Result<Dispatch> {
-        let variant = self.heuristic_backward_data(gpu);
+        self.validate()?;
+        let variant = self.tuned(gpu, Pass::BackwardData, accumulate);
         self.prepare_backward_data_variant(gpu, variant, dy, weight, dx, accumulate)
     }
 

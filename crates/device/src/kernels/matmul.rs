@@ -187,7 +187,7 @@ impl Matmul {
     }
 
     /// Binds `a`, `b`, the optional `bias` and `c`; the dispatch writes C. The kernel is
-    /// [`Matmul::heuristic_variant`]'s choice.
+    /// [`Matmul::tuned_variant`]'s choice.
     pub fn prepare(
         &self,
         gpu: &Gpu,
@@ -196,7 +196,85 @@ impl Matmul {
         bias: Option<&wgpu::Buffer>,
         c: &wgpu::Buffer,
     ) -> Result<Dispatch> {
-        self.prepare_variant(gpu, self.heuristic_variant(gpu), a, b, bias, c)
+        self.check()?;
+        self.prepare_variant(gpu, self.tuned_variant(gpu), a, b, bias, c)
+    }
+
+    /// The kernel [`Matmul::prepare`] uses: the autotuner's choice among
+    /// [`Matmul::variants`] (timed on scratch buffers of this shape on first use, then
+    /// cached), or [`Matmul::heuristic_variant`] when tuning is off or the product small.
+    pub fn tuned_variant(&self, gpu: &Gpu) -> MatmulVariant {
+        let candidates = self.variants(gpu);
+        let heuristic = self.heuristic_variant(gpu);
+        let small = self.validation_problem();
+        let mut scratch = None;
+        gpu.autotuner().choose(
+            KERNEL,
+            &format!("{self:?}"),
+            self.macs(),
+            &candidates,
+            heuristic,
+            |_| format!("{small:?}"),
+            |v| small.validate_variant(gpu, v),
+            |v, beat| {
+                if scratch.is_none() {
+                    scratch = Some(self.scratch(gpu)?);
+                }
+                let [a, b, bias, c] = scratch.as_ref().expect("allocated above");
+                let bias = self.bias.then_some(&**bias);
+                let d = self.prepare_variant(gpu, v, a, b, bias, c)?;
+                gpu.autotuner().time(gpu, &d, beat)
+            },
+        )
+    }
+
+    /// Buffers of this product's size (A, B, bias, C) for timing candidates.
+    fn scratch(&self, gpu: &Gpu) -> Result<[crate::PooledBuffer; 4]> {
+        let (ea, eb, ec) = self.footprint();
+        let get = |elems: u64| {
+            gpu.pool()
+                .acquire(4 * elems.max(1), "wgtrain.autotune.scratch")
+        };
+        Ok([get(ea)?, get(eb)?, get(self.n as u64)?, get(ec)?])
+    }
+
+    /// A small product with this one's options (transposes, broadcast, epilogue), on which
+    /// a variant is checked against the reference before it is ever timed: 140 rows (more
+    /// than 4 row tiles of the tallest subgroup kernel, and a partial one), a batch of 2.
+    fn validation_problem(&self) -> Matmul {
+        let mut p = Matmul::new(140, 44, 20).batched(2);
+        p.trans_a = self.trans_a;
+        p.trans_b = self.trans_b;
+        p.bias = self.bias;
+        p.relu = self.relu;
+        p.accumulate = self.accumulate;
+        if self.stride_b == 0 {
+            p.stride_b = 0;
+        }
+        p
+    }
+
+    /// Runs `variant` on this product with deterministic inputs and compares it with the
+    /// CPU reference; `Ok(false)` when it disagrees.
+    pub fn validate_variant(&self, gpu: &Gpu, variant: MatmulVariant) -> Result<bool> {
+        use crate::autotune::{close, run_and_read, test_values};
+        let (ea, eb, ec) = self.footprint();
+        let a = test_values(ea as usize, 1);
+        let b = test_values(eb as usize, 2);
+        let bias = test_values(self.n as usize, 3);
+        let c_in = test_values(ec as usize, 4);
+        let label = "wgtrain.autotune.validate";
+        let (da, db, dbias, dc) = (
+            gpu.upload(&a, label)?,
+            gpu.upload(&b, label)?,
+            gpu.upload(&bias, label)?,
+            gpu.upload(&c_in, label)?,
+        );
+        let d = self.prepare_variant(gpu, variant, &da, &db, self.bias.then_some(&*dbias), &dc)?;
+        let got = run_and_read(gpu, &d, &dc, ec as usize)?;
+        let want =
+            crate::reference::matmul::matmul(self, &a, &b, self.bias.then_some(&bias[..]), &c_in);
+        Ok(close(&got, &want, self.k))
     }
 
     /// [`Matmul::prepare`] with a chosen kernel, which must be one of
