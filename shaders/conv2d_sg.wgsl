@@ -20,6 +20,14 @@
 // Dispatch: (G · col_tiles, row tiles spread over y and z), col_tiles = ceil(Kg / 32),
 // a row tile = TM · WG_Y rows; workgroup (8, WG_Y). Rows and columns past the end clamp
 // their loads and skip their stores.
+//
+// `conv2d_backward_filter_sg{TM}` is dw as a GEMM built like matmul_sg*_at: rows are one
+// group's out-channels k, columns the group's filter taps (r, s, c), and the sum runs over
+// the N·P·Q output pixels in chunks of 4. Lane l loads dy at pixel 4pc + (l & 3) for the
+// out-channels 8h + 4(l >> 2) .. + 4 (a vec4 along K), which `subgroupBroadcast` hands
+// round; each lane owns 4 consecutive channels of one tap and loads x at the 4 pixels
+// moved by that tap (0 in the padding). A pixel cursor (image, p, q) steps without
+// divisions. Requires Cg % 4 == 0 and Kg % 4 == 0; p.rows = Kg, p.cols = R·S·Cg.
 
 struct Params {
     n: u32,
@@ -57,6 +65,10 @@ struct Params {
 // conv2d_backward_data_sg*: dy (1), weight (2), dx (3).
 @group(0) @binding(1) var<storage, read> dy4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+
+// conv2d_backward_filter_sg*: x (1), dy (2), dw (3).
+@group(0) @binding(2) var<storage, read> dyf4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> dw: array<f32>;
 
 override WG_Y: u32 = 4u;
 override HAS_BIAS: bool = false;
@@ -147,6 +159,51 @@ fn dy_tap(px: Pixel, r: u32, s: u32, group: u32) -> vec2<u32> {
     let h = u32(clamp(oh, 0, i32(p.p) - 1));
     let w = u32(clamp(ow, 0, i32(p.q) - 1));
     return vec2<u32>(((px.img * p.p + h) * p.q + w) * (p.k / 4u) + group * (p.kg / 4u), u32(ok));
+}
+
+fn store_dw(row: u32, col: u32, group: u32, value: f32) {
+    if (row >= p.rows || col >= p.cols) {
+        return;
+    }
+    let idx = (group * p.kg + row) * p.cols + col;
+    var v = value;
+    if (ACCUMULATE) {
+        v += dw[idx];
+    }
+    dw[idx] = v;
+}
+
+fn store_dw4(row: u32, col0: u32, group: u32, v: vec4<f32>) {
+    store_dw(row, col0, group, v.x);
+    store_dw(row, col0 + 1u, group, v.y);
+    store_dw(row, col0 + 2u, group, v.z);
+    store_dw(row, col0 + 3u, group, v.w);
+}
+
+// The output pixel after `c` = (image, p, q), in N·P·Q order.
+fn next_pixel(c: vec3<u32>) -> vec3<u32> {
+    var n = vec3<u32>(c.x, c.y, c.z + 1u);
+    if (n.z == p.q) {
+        n.z = 0u;
+        n.y += 1u;
+        if (n.y == p.p) {
+            n.y = 0u;
+            n.x += 1u;
+        }
+    }
+    return n;
+}
+
+// x's vec4 `ch4` at output pixel `c` moved by a tap's offset (dh, dw); 0 in the padding
+// and past the last image.
+fn x_at(c: vec3<u32>, dh: i32, dwo: i32, ch4: u32) -> vec4<f32> {
+    let ih = i32(c.y * p.stride_h) + dh;
+    let iw = i32(c.z * p.stride_w) + dwo;
+    let ok = c.x < p.n && ih >= 0 && ih < i32(p.h) && iw >= 0 && iw < i32(p.w);
+    let img = min(c.x, p.n - 1u);
+    let h = u32(clamp(ih, 0, i32(p.h) - 1));
+    let w = u32(clamp(iw, 0, i32(p.w) - 1));
+    return select(vec4<f32>(0.0), x4[((img * p.h + h) * p.w + w) * (p.c / 4u) + ch4], ok);
 }
 
 @compute @workgroup_size(8, WG_Y, 1)
@@ -808,4 +865,403 @@ fn conv2d_backward_data_sg32(
     store_dx4(row0 + 29u, col0, group, acc29);
     store_dx4(row0 + 30u, col0, group, acc30);
     store_dx4(row0 + 31u, col0, group, acc31);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_backward_filter_sg8(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let group = wid.x / p.col_tiles;
+    let col0 = (wid.x % p.col_tiles) * 32u + lane * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 8u;
+    // This lane's tap (r, s) and its 4 channels, as an offset and a vec4 index.
+    let col = min(col0, p.cols - 4u);
+    let tap = col / p.cg;
+    let dh = i32((tap / p.s) * p.dil_h) - i32(p.pad_h);
+    let dwo = i32((tap % p.s) * p.dil_w) - i32(p.pad_w);
+    let ch4 = (group * p.cg + col % p.cg) / 4u;
+    let k4 = p.k / 4u;
+    let pixels = p.n * p.p * p.q;
+    // Lane l reads dy at pixel 4 pc + (l & 3), out-channels 8h + 4(l >> 2) .. + 4.
+    let dy_k0 = (group * p.kg + min(row0 + 0u + 4u * (lane >> 2u), p.kg - 4u)) / 4u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var cur = vec3<u32>(0u);
+    for (var pc = 0u; pc < pixels; pc += 4u) {
+        let x0 = x_at(cur, dh, dwo, ch4);
+        cur = next_pixel(cur);
+        let x1 = x_at(cur, dh, dwo, ch4);
+        cur = next_pixel(cur);
+        let x2 = x_at(cur, dh, dwo, ch4);
+        cur = next_pixel(cur);
+        let x3 = x_at(cur, dh, dwo, ch4);
+        cur = next_pixel(cur);
+        let bm = mat4x4<f32>(x0, x1, x2, x3);
+        let pix = pc + (lane & 3u);
+        let dy_at = min(pix, pixels - 1u) * k4;
+        let av0 = select(vec4<f32>(0.0), dyf4[dy_at + dy_k0], pix < pixels);
+        let w0_0_0 = subgroupBroadcast(av0, 0u);
+        let w0_0_1 = subgroupBroadcast(av0, 1u);
+        let w0_0_2 = subgroupBroadcast(av0, 2u);
+        let w0_0_3 = subgroupBroadcast(av0, 3u);
+        let w0_1_0 = subgroupBroadcast(av0, 4u);
+        let w0_1_1 = subgroupBroadcast(av0, 5u);
+        let w0_1_2 = subgroupBroadcast(av0, 6u);
+        let w0_1_3 = subgroupBroadcast(av0, 7u);
+        let r0 = vec4<f32>(w0_0_0.x, w0_0_1.x, w0_0_2.x, w0_0_3.x);
+        acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+        let r1 = vec4<f32>(w0_0_0.y, w0_0_1.y, w0_0_2.y, w0_0_3.y);
+        acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+        let r2 = vec4<f32>(w0_0_0.z, w0_0_1.z, w0_0_2.z, w0_0_3.z);
+        acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+        let r3 = vec4<f32>(w0_0_0.w, w0_0_1.w, w0_0_2.w, w0_0_3.w);
+        acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+        let r4 = vec4<f32>(w0_1_0.x, w0_1_1.x, w0_1_2.x, w0_1_3.x);
+        acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+        let r5 = vec4<f32>(w0_1_0.y, w0_1_1.y, w0_1_2.y, w0_1_3.y);
+        acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+        let r6 = vec4<f32>(w0_1_0.z, w0_1_1.z, w0_1_2.z, w0_1_3.z);
+        acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+        let r7 = vec4<f32>(w0_1_0.w, w0_1_1.w, w0_1_2.w, w0_1_3.w);
+        acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+    }
+    store_dw4(row0 + 0u, col0, group, acc0);
+    store_dw4(row0 + 1u, col0, group, acc1);
+    store_dw4(row0 + 2u, col0, group, acc2);
+    store_dw4(row0 + 3u, col0, group, acc3);
+    store_dw4(row0 + 4u, col0, group, acc4);
+    store_dw4(row0 + 5u, col0, group, acc5);
+    store_dw4(row0 + 6u, col0, group, acc6);
+    store_dw4(row0 + 7u, col0, group, acc7);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_backward_filter_sg16(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let group = wid.x / p.col_tiles;
+    let col0 = (wid.x % p.col_tiles) * 32u + lane * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 16u;
+    // This lane's tap (r, s) and its 4 channels, as an offset and a vec4 index.
+    let col = min(col0, p.cols - 4u);
+    let tap = col / p.cg;
+    let dh = i32((tap / p.s) * p.dil_h) - i32(p.pad_h);
+    let dwo = i32((tap % p.s) * p.dil_w) - i32(p.pad_w);
+    let ch4 = (group * p.cg + col % p.cg) / 4u;
+    let k4 = p.k / 4u;
+    let pixels = p.n * p.p * p.q;
+    // Lane l reads dy at pixel 4 pc + (l & 3), out-channels 8h + 4(l >> 2) .. + 4.
+    let dy_k0 = (group * p.kg + min(row0 + 0u + 4u * (lane >> 2u), p.kg - 4u)) / 4u;
+    let dy_k1 = (group * p.kg + min(row0 + 8u + 4u * (lane >> 2u), p.kg - 4u)) / 4u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var acc8 = vec4<f32>(0.0);
+    var acc9 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0);
+    var acc11 = vec4<f32>(0.0);
+    var acc12 = vec4<f32>(0.0);
+    var acc13 = vec4<f32>(0.0);
+    var acc14 = vec4<f32>(0.0);
+    var acc15 = vec4<f32>(0.0);
+    var cur = vec3<u32>(0u);
+    for (var pc = 0u; pc < pixels; pc += 4u) {
+        let x0 = x_at(cur, dh, dwo, ch4);
+        cur = next_pixel(cur);
+        let x1 = x_at(cur, dh, dwo, ch4);
+        cur = next_pixel(cur);
+        let x2 = x_at(cur, dh, dwo, ch4);
+        cur = next_pixel(cur);
+        let x3 = x_at(cur, dh, dwo, ch4);
+        cur = next_pixel(cur);
+        let bm = mat4x4<f32>(x0, x1, x2, x3);
+        let pix = pc + (lane & 3u);
+        let dy_at = min(pix, pixels - 1u) * k4;
+        let av0 = select(vec4<f32>(0.0), dyf4[dy_at + dy_k0], pix < pixels);
+        let w0_0_0 = subgroupBroadcast(av0, 0u);
+        let w0_0_1 = subgroupBroadcast(av0, 1u);
+        let w0_0_2 = subgroupBroadcast(av0, 2u);
+        let w0_0_3 = subgroupBroadcast(av0, 3u);
+        let w0_1_0 = subgroupBroadcast(av0, 4u);
+        let w0_1_1 = subgroupBroadcast(av0, 5u);
+        let w0_1_2 = subgroupBroadcast(av0, 6u);
+        let w0_1_3 = subgroupBroadcast(av0, 7u);
+        let av1 = select(vec4<f32>(0.0), dyf4[dy_at + dy_k1], pix < pixels);
+        let w1_0_0 = subgroupBroadcast(av1, 0u);
+        let w1_0_1 = subgroupBroadcast(av1, 1u);
+        let w1_0_2 = subgroupBroadcast(av1, 2u);
+        let w1_0_3 = subgroupBroadcast(av1, 3u);
+        let w1_1_0 = subgroupBroadcast(av1, 4u);
+        let w1_1_1 = subgroupBroadcast(av1, 5u);
+        let w1_1_2 = subgroupBroadcast(av1, 6u);
+        let w1_1_3 = subgroupBroadcast(av1, 7u);
+        let r0 = vec4<f32>(w0_0_0.x, w0_0_1.x, w0_0_2.x, w0_0_3.x);
+        acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+        let r1 = vec4<f32>(w0_0_0.y, w0_0_1.y, w0_0_2.y, w0_0_3.y);
+        acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+        let r2 = vec4<f32>(w0_0_0.z, w0_0_1.z, w0_0_2.z, w0_0_3.z);
+        acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+        let r3 = vec4<f32>(w0_0_0.w, w0_0_1.w, w0_0_2.w, w0_0_3.w);
+        acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+        let r4 = vec4<f32>(w0_1_0.x, w0_1_1.x, w0_1_2.x, w0_1_3.x);
+        acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+        let r5 = vec4<f32>(w0_1_0.y, w0_1_1.y, w0_1_2.y, w0_1_3.y);
+        acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+        let r6 = vec4<f32>(w0_1_0.z, w0_1_1.z, w0_1_2.z, w0_1_3.z);
+        acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+        let r7 = vec4<f32>(w0_1_0.w, w0_1_1.w, w0_1_2.w, w0_1_3.w);
+        acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+        let r8 = vec4<f32>(w1_0_0.x, w1_0_1.x, w1_0_2.x, w1_0_3.x);
+        acc8 = fma(vec4(r8.x), bm[0], fma(vec4(r8.y), bm[1], fma(vec4(r8.z), bm[2], fma(vec4(r8.w), bm[3], acc8))));
+        let r9 = vec4<f32>(w1_0_0.y, w1_0_1.y, w1_0_2.y, w1_0_3.y);
+        acc9 = fma(vec4(r9.x), bm[0], fma(vec4(r9.y), bm[1], fma(vec4(r9.z), bm[2], fma(vec4(r9.w), bm[3], acc9))));
+        let r10 = vec4<f32>(w1_0_0.z, w1_0_1.z, w1_0_2.z, w1_0_3.z);
+        acc10 = fma(vec4(r10.x), bm[0], fma(vec4(r10.y), bm[1], fma(vec4(r10.z), bm[2], fma(vec4(r10.w), bm[3], acc10))));
+        let r11 = vec4<f32>(w1_0_0.w, w1_0_1.w, w1_0_2.w, w1_0_3.w);
+        acc11 = fma(vec4(r11.x), bm[0], fma(vec4(r11.y), bm[1], fma(vec4(r11.z), bm[2], fma(vec4(r11.w), bm[3], acc11))));
+        let r12 = vec4<f32>(w1_1_0.x, w1_1_1.x, w1_1_2.x, w1_1_3.x);
+        acc12 = fma(vec4(r12.x), bm[0], fma(vec4(r12.y), bm[1], fma(vec4(r12.z), bm[2], fma(vec4(r12.w), bm[3], acc12))));
+        let r13 = vec4<f32>(w1_1_0.y, w1_1_1.y, w1_1_2.y, w1_1_3.y);
+        acc13 = fma(vec4(r13.x), bm[0], fma(vec4(r13.y), bm[1], fma(vec4(r13.z), bm[2], fma(vec4(r13.w), bm[3], acc13))));
+        let r14 = vec4<f32>(w1_1_0.z, w1_1_1.z, w1_1_2.z, w1_1_3.z);
+        acc14 = fma(vec4(r14.x), bm[0], fma(vec4(r14.y), bm[1], fma(vec4(r14.z), bm[2], fma(vec4(r14.w), bm[3], acc14))));
+        let r15 = vec4<f32>(w1_1_0.w, w1_1_1.w, w1_1_2.w, w1_1_3.w);
+        acc15 = fma(vec4(r15.x), bm[0], fma(vec4(r15.y), bm[1], fma(vec4(r15.z), bm[2], fma(vec4(r15.w), bm[3], acc15))));
+    }
+    store_dw4(row0 + 0u, col0, group, acc0);
+    store_dw4(row0 + 1u, col0, group, acc1);
+    store_dw4(row0 + 2u, col0, group, acc2);
+    store_dw4(row0 + 3u, col0, group, acc3);
+    store_dw4(row0 + 4u, col0, group, acc4);
+    store_dw4(row0 + 5u, col0, group, acc5);
+    store_dw4(row0 + 6u, col0, group, acc6);
+    store_dw4(row0 + 7u, col0, group, acc7);
+    store_dw4(row0 + 8u, col0, group, acc8);
+    store_dw4(row0 + 9u, col0, group, acc9);
+    store_dw4(row0 + 10u, col0, group, acc10);
+    store_dw4(row0 + 11u, col0, group, acc11);
+    store_dw4(row0 + 12u, col0, group, acc12);
+    store_dw4(row0 + 13u, col0, group, acc13);
+    store_dw4(row0 + 14u, col0, group, acc14);
+    store_dw4(row0 + 15u, col0, group, acc15);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_backward_filter_sg32(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let group = wid.x / p.col_tiles;
+    let col0 = (wid.x % p.col_tiles) * 32u + lane * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 32u;
+    // This lane's tap (r, s) and its 4 channels, as an offset and a vec4 index.
+    let col = min(col0, p.cols - 4u);
+    let tap = col / p.cg;
+    let dh = i32((tap / p.s) * p.dil_h) - i32(p.pad_h);
+    let dwo = i32((tap % p.s) * p.dil_w) - i32(p.pad_w);
+    let ch4 = (group * p.cg + col % p.cg) / 4u;
+    let k4 = p.k / 4u;
+    let pixels = p.n * p.p * p.q;
+    // Lane l reads dy at pixel 4 pc + (l & 3), out-channels 8h + 4(l >> 2) .. + 4.
+    let dy_k0 = (group * p.kg + min(row0 + 0u + 4u * (lane >> 2u), p.kg - 4u)) / 4u;
+    let dy_k1 = (group * p.kg + min(row0 + 8u + 4u * (lane >> 2u), p.kg - 4u)) / 4u;
+    let dy_k2 = (group * p.kg + min(row0 + 16u + 4u * (lane >> 2u), p.kg - 4u)) / 4u;
+    let dy_k3 = (group * p.kg + min(row0 + 24u + 4u * (lane >> 2u), p.kg - 4u)) / 4u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var acc8 = vec4<f32>(0.0);
+    var acc9 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0);
+    var acc11 = vec4<f32>(0.0);
+    var acc12 = vec4<f32>(0.0);
+    var acc13 = vec4<f32>(0.0);
+    var acc14 = vec4<f32>(0.0);
+    var acc15 = vec4<f32>(0.0);
+    var acc16 = vec4<f32>(0.0);
+    var acc17 = vec4<f32>(0.0);
+    var acc18 = vec4<f32>(0.0);
+    var acc19 = vec4<f32>(0.0);
+    var acc20 = vec4<f32>(0.0);
+    var acc21 = vec4<f32>(0.0);
+    var acc22 = vec4<f32>(0.0);
+    var acc23 = vec4<f32>(0.0);
+    var acc24 = vec4<f32>(0.0);
+    var acc25 = vec4<f32>(0.0);
+    var acc26 = vec4<f32>(0.0);
+    var acc27 = vec4<f32>(0.0);
+    var acc28 = vec4<f32>(0.0);
+    var acc29 = vec4<f32>(0.0);
+    var acc30 = vec4<f32>(0.0);
+    var acc31 = vec4<f32>(0.0);
+    var cur = vec3<u32>(0u);
+    for (var pc = 0u; pc < pixels; pc += 4u) {
+        let x0 = x_at(cur, dh, dwo, ch4);
+        cur = next_pixel(cur);
+        let x1 = x_at(cur, dh, dwo, ch4);
+        cur = next_pixel(cur);
+        let x2 = x_at(cur, dh, dwo, ch4);
+        cur = next_pixel(cur);
+        let x3 = x_at(cur, dh, dwo, ch4);
+        cur = next_pixel(cur);
+        let bm = mat4x4<f32>(x0, x1, x2, x3);
+        let pix = pc + (lane & 3u);
+        let dy_at = min(pix, pixels - 1u) * k4;
+        let av0 = select(vec4<f32>(0.0), dyf4[dy_at + dy_k0], pix < pixels);
+        let w0_0_0 = subgroupBroadcast(av0, 0u);
+        let w0_0_1 = subgroupBroadcast(av0, 1u);
+        let w0_0_2 = subgroupBroadcast(av0, 2u);
+        let w0_0_3 = subgroupBroadcast(av0, 3u);
+        let w0_1_0 = subgroupBroadcast(av0, 4u);
+        let w0_1_1 = subgroupBroadcast(av0, 5u);
+        let w0_1_2 = subgroupBroadcast(av0, 6u);
+        let w0_1_3 = subgroupBroadcast(av0, 7u);
+        let av1 = select(vec4<f32>(0.0), dyf4[dy_at + dy_k1], pix < pixels);
+        let w1_0_0 = subgroupBroadcast(av1, 0u);
+        let w1_0_1 = subgroupBroadcast(av1, 1u);
+        let w1_0_2 = subgroupBroadcast(av1, 2u);
+        let w1_0_3 = subgroupBroadcast(av1, 3u);
+        let w1_1_0 = subgroupBroadcast(av1, 4u);
+        let w1_1_1 = subgroupBroadcast(av1, 5u);
+        let w1_1_2 = subgroupBroadcast(av1, 6u);
+        let w1_1_3 = subgroupBroadcast(av1, 7u);
+        let av2 = select(vec4<f32>(0.0), dyf4[dy_at + dy_k2], pix < pixels);
+        let w2_0_0 = subgroupBroadcast(av2, 0u);
+        let w2_0_1 = subgroupBroadcast(av2, 1u);
+        let w2_0_2 = subgroupBroadcast(av2, 2u);
+        let w2_0_3 = subgroupBroadcast(av2, 3u);
+        let w2_1_0 = subgroupBroadcast(av2, 4u);
+        let w2_1_1 = subgroupBroadcast(av2, 5u);
+        let w2_1_2 = subgroupBroadcast(av2, 6u);
+        let w2_1_3 = subgroupBroadcast(av2, 7u);
+        let av3 = select(vec4<f32>(0.0), dyf4[dy_at + dy_k3], pix < pixels);
+        let w3_0_0 = subgroupBroadcast(av3, 0u);
+        let w3_0_1 = subgroupBroadcast(av3, 1u);
+        let w3_0_2 = subgroupBroadcast(av3, 2u);
+        let w3_0_3 = subgroupBroadcast(av3, 3u);
+        let w3_1_0 = subgroupBroadcast(av3, 4u);
+        let w3_1_1 = subgroupBroadcast(av3, 5u);
+        let w3_1_2 = subgroupBroadcast(av3, 6u);
+        let w3_1_3 = subgroupBroadcast(av3, 7u);
+        let r0 = vec4<f32>(w0_0_0.x, w0_0_1.x, w0_0_2.x, w0_0_3.x);
+        acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+        let r1 = vec4<f32>(w0_0_0.y, w0_0_1.y, w0_0_2.y, w0_0_3.y);
+        acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+        let r2 = vec4<f32>(w0_0_0.z, w0_0_1.z, w0_0_2.z, w0_0_3.z);
+        acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+        let r3 = vec4<f32>(w0_0_0.w, w0_0_1.w, w0_0_2.w, w0_0_3.w);
+        acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+        let r4 = vec4<f32>(w0_1_0.x, w0_1_1.x, w0_1_2.x, w0_1_3.x);
+        acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+        let r5 = vec4<f32>(w0_1_0.y, w0_1_1.y, w0_1_2.y, w0_1_3.y);
+        acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+        let r6 = vec4<f32>(w0_1_0.z, w0_1_1.z, w0_1_2.z, w0_1_3.z);
+        acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+        let r7 = vec4<f32>(w0_1_0.w, w0_1_1.w, w0_1_2.w, w0_1_3.w);
+        acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+        let r8 = vec4<f32>(w1_0_0.x, w1_0_1.x, w1_0_2.x, w1_0_3.x);
+        acc8 = fma(vec4(r8.x), bm[0], fma(vec4(r8.y), bm[1], fma(vec4(r8.z), bm[2], fma(vec4(r8.w), bm[3], acc8))));
+        let r9 = vec4<f32>(w1_0_0.y, w1_0_1.y, w1_0_2.y, w1_0_3.y);
+        acc9 = fma(vec4(r9.x), bm[0], fma(vec4(r9.y), bm[1], fma(vec4(r9.z), bm[2], fma(vec4(r9.w), bm[3], acc9))));
+        let r10 = vec4<f32>(w1_0_0.z, w1_0_1.z, w1_0_2.z, w1_0_3.z);
+        acc10 = fma(vec4(r10.x), bm[0], fma(vec4(r10.y), bm[1], fma(vec4(r10.z), bm[2], fma(vec4(r10.w), bm[3], acc10))));
+        let r11 = vec4<f32>(w1_0_0.w, w1_0_1.w, w1_0_2.w, w1_0_3.w);
+        acc11 = fma(vec4(r11.x), bm[0], fma(vec4(r11.y), bm[1], fma(vec4(r11.z), bm[2], fma(vec4(r11.w), bm[3], acc11))));
+        let r12 = vec4<f32>(w1_1_0.x, w1_1_1.x, w1_1_2.x, w1_1_3.x);
+        acc12 = fma(vec4(r12.x), bm[0], fma(vec4(r12.y), bm[1], fma(vec4(r12.z), bm[2], fma(vec4(r12.w), bm[3], acc12))));
+        let r13 = vec4<f32>(w1_1_0.y, w1_1_1.y, w1_1_2.y, w1_1_3.y);
+        acc13 = fma(vec4(r13.x), bm[0], fma(vec4(r13.y), bm[1], fma(vec4(r13.z), bm[2], fma(vec4(r13.w), bm[3], acc13))));
+        let r14 = vec4<f32>(w1_1_0.z, w1_1_1.z, w1_1_2.z, w1_1_3.z);
+        acc14 = fma(vec4(r14.x), bm[0], fma(vec4(r14.y), bm[1], fma(vec4(r14.z), bm[2], fma(vec4(r14.w), bm[3], acc14))));
+        let r15 = vec4<f32>(w1_1_0.w, w1_1_1.w, w1_1_2.w, w1_1_3.w);
+        acc15 = fma(vec4(r15.x), bm[0], fma(vec4(r15.y), bm[1], fma(vec4(r15.z), bm[2], fma(vec4(r15.w), bm[3], acc15))));
+        let r16 = vec4<f32>(w2_0_0.x, w2_0_1.x, w2_0_2.x, w2_0_3.x);
+        acc16 = fma(vec4(r16.x), bm[0], fma(vec4(r16.y), bm[1], fma(vec4(r16.z), bm[2], fma(vec4(r16.w), bm[3], acc16))));
+        let r17 = vec4<f32>(w2_0_0.y, w2_0_1.y, w2_0_2.y, w2_0_3.y);
+        acc17 = fma(vec4(r17.x), bm[0], fma(vec4(r17.y), bm[1], fma(vec4(r17.z), bm[2], fma(vec4(r17.w), bm[3], acc17))));
+        let r18 = vec4<f32>(w2_0_0.z, w2_0_1.z, w2_0_2.z, w2_0_3.z);
+        acc18 = fma(vec4(r18.x), bm[0], fma(vec4(r18.y), bm[1], fma(vec4(r18.z), bm[2], fma(vec4(r18.w), bm[3], acc18))));
+        let r19 = vec4<f32>(w2_0_0.w, w2_0_1.w, w2_0_2.w, w2_0_3.w);
+        acc19 = fma(vec4(r19.x), bm[0], fma(vec4(r19.y), bm[1], fma(vec4(r19.z), bm[2], fma(vec4(r19.w), bm[3], acc19))));
+        let r20 = vec4<f32>(w2_1_0.x, w2_1_1.x, w2_1_2.x, w2_1_3.x);
+        acc20 = fma(vec4(r20.x), bm[0], fma(vec4(r20.y), bm[1], fma(vec4(r20.z), bm[2], fma(vec4(r20.w), bm[3], acc20))));
+        let r21 = vec4<f32>(w2_1_0.y, w2_1_1.y, w2_1_2.y, w2_1_3.y);
+        acc21 = fma(vec4(r21.x), bm[0], fma(vec4(r21.y), bm[1], fma(vec4(r21.z), bm[2], fma(vec4(r21.w), bm[3], acc21))));
+        let r22 = vec4<f32>(w2_1_0.z, w2_1_1.z, w2_1_2.z, w2_1_3.z);
+        acc22 = fma(vec4(r22.x), bm[0], fma(vec4(r22.y), bm[1], fma(vec4(r22.z), bm[2], fma(vec4(r22.w), bm[3], acc22))));
+        let r23 = vec4<f32>(w2_1_0.w, w2_1_1.w, w2_1_2.w, w2_1_3.w);
+        acc23 = fma(vec4(r23.x), bm[0], fma(vec4(r23.y), bm[1], fma(vec4(r23.z), bm[2], fma(vec4(r23.w), bm[3], acc23))));
+        let r24 = vec4<f32>(w3_0_0.x, w3_0_1.x, w3_0_2.x, w3_0_3.x);
+        acc24 = fma(vec4(r24.x), bm[0], fma(vec4(r24.y), bm[1], fma(vec4(r24.z), bm[2], fma(vec4(r24.w), bm[3], acc24))));
+        let r25 = vec4<f32>(w3_0_0.y, w3_0_1.y, w3_0_2.y, w3_0_3.y);
+        acc25 = fma(vec4(r25.x), bm[0], fma(vec4(r25.y), bm[1], fma(vec4(r25.z), bm[2], fma(vec4(r25.w), bm[3], acc25))));
+        let r26 = vec4<f32>(w3_0_0.z, w3_0_1.z, w3_0_2.z, w3_0_3.z);
+        acc26 = fma(vec4(r26.x), bm[0], fma(vec4(r26.y), bm[1], fma(vec4(r26.z), bm[2], fma(vec4(r26.w), bm[3], acc26))));
+        let r27 = vec4<f32>(w3_0_0.w, w3_0_1.w, w3_0_2.w, w3_0_3.w);
+        acc27 = fma(vec4(r27.x), bm[0], fma(vec4(r27.y), bm[1], fma(vec4(r27.z), bm[2], fma(vec4(r27.w), bm[3], acc27))));
+        let r28 = vec4<f32>(w3_1_0.x, w3_1_1.x, w3_1_2.x, w3_1_3.x);
+        acc28 = fma(vec4(r28.x), bm[0], fma(vec4(r28.y), bm[1], fma(vec4(r28.z), bm[2], fma(vec4(r28.w), bm[3], acc28))));
+        let r29 = vec4<f32>(w3_1_0.y, w3_1_1.y, w3_1_2.y, w3_1_3.y);
+        acc29 = fma(vec4(r29.x), bm[0], fma(vec4(r29.y), bm[1], fma(vec4(r29.z), bm[2], fma(vec4(r29.w), bm[3], acc29))));
+        let r30 = vec4<f32>(w3_1_0.z, w3_1_1.z, w3_1_2.z, w3_1_3.z);
+        acc30 = fma(vec4(r30.x), bm[0], fma(vec4(r30.y), bm[1], fma(vec4(r30.z), bm[2], fma(vec4(r30.w), bm[3], acc30))));
+        let r31 = vec4<f32>(w3_1_0.w, w3_1_1.w, w3_1_2.w, w3_1_3.w);
+        acc31 = fma(vec4(r31.x), bm[0], fma(vec4(r31.y), bm[1], fma(vec4(r31.z), bm[2], fma(vec4(r31.w), bm[3], acc31))));
+    }
+    store_dw4(row0 + 0u, col0, group, acc0);
+    store_dw4(row0 + 1u, col0, group, acc1);
+    store_dw4(row0 + 2u, col0, group, acc2);
+    store_dw4(row0 + 3u, col0, group, acc3);
+    store_dw4(row0 + 4u, col0, group, acc4);
+    store_dw4(row0 + 5u, col0, group, acc5);
+    store_dw4(row0 + 6u, col0, group, acc6);
+    store_dw4(row0 + 7u, col0, group, acc7);
+    store_dw4(row0 + 8u, col0, group, acc8);
+    store_dw4(row0 + 9u, col0, group, acc9);
+    store_dw4(row0 + 10u, col0, group, acc10);
+    store_dw4(row0 + 11u, col0, group, acc11);
+    store_dw4(row0 + 12u, col0, group, acc12);
+    store_dw4(row0 + 13u, col0, group, acc13);
+    store_dw4(row0 + 14u, col0, group, acc14);
+    store_dw4(row0 + 15u, col0, group, acc15);
+    store_dw4(row0 + 16u, col0, group, acc16);
+    store_dw4(row0 + 17u, col0, group, acc17);
+    store_dw4(row0 + 18u, col0, group, acc18);
+    store_dw4(row0 + 19u, col0, group, acc19);
+    store_dw4(row0 + 20u, col0, group, acc20);
+    store_dw4(row0 + 21u, col0, group, acc21);
+    store_dw4(row0 + 22u, col0, group, acc22);
+    store_dw4(row0 + 23u, col0, group, acc23);
+    store_dw4(row0 + 24u, col0, group, acc24);
+    store_dw4(row0 + 25u, col0, group, acc25);
+    store_dw4(row0 + 26u, col0, group, acc26);
+    store_dw4(row0 + 27u, col0, group, acc27);
+    store_dw4(row0 + 28u, col0, group, acc28);
+    store_dw4(row0 + 29u, col0, group, acc29);
+    store_dw4(row0 + 30u, col0, group, acc30);
+    store_dw4(row0 + 31u, col0, group, acc31);
 }

@@ -201,6 +201,47 @@ fn every_backward_data_variant_matches_reference() {
     eprintln!("backward-data variants checked: {tried:?}");
 }
 
+/// Every backward-filter kernel the adapter offers on the shapes that allow them
+/// (strides, padding, dilation, groups, partial row and column tiles, pixel counts not a
+/// multiple of 4), overwriting and accumulating.
+#[test]
+fn every_backward_filter_variant_matches_reference() {
+    let extra = [
+        (
+            "sg partial tiles",
+            Conv2d::new(3, 5, 7, 8, 36, 3, 3).pad(1, 1),
+        ),
+        ("sg 1x1", Conv2d::new(2, 9, 9, 12, 8, 1, 1)),
+        (
+            "sg 1x1 stride 2 odd pixels",
+            Conv2d::new(1, 7, 9, 12, 8, 1, 1).stride(2, 2),
+        ),
+        (
+            "sg dilated",
+            Conv2d::new(1, 11, 10, 4, 40, 3, 3).pad(2, 2).dilation(2, 2),
+        ),
+        ("sg no padding", Conv2d::new(2, 8, 9, 16, 12, 5, 3)),
+        (
+            "sg groups 2",
+            Conv2d::new(2, 6, 6, 16, 80, 3, 3).pad(1, 1).grouped(2),
+        ),
+        (
+            "sg 4 out-channels",
+            Conv2d::new(2, 5, 6, 8, 4, 3, 3).pad(1, 1),
+        ),
+    ];
+    let mut tried = std::collections::BTreeSet::new();
+    for (i, (name, p)) in cases().into_iter().chain(extra).enumerate() {
+        for v in p.backward_filter_variants(gpu()) {
+            tried.insert(format!("{v:?}"));
+            let seed = 2900 + 10 * i as u64;
+            check_backward_filter_with(name, p, Some(v), seed, false);
+            check_backward_filter_with(name, p, Some(v), seed + 1, true);
+        }
+    }
+    eprintln!("backward-filter variants checked: {tried:?}");
+}
+
 #[test]
 fn forward_matches_reference_with_and_without_epilogue() {
     for (i, (name, p)) in cases().into_iter().enumerate() {
@@ -255,6 +296,16 @@ fn check_backward_data_with(
 }
 
 fn check_backward_filter(name: &str, p: Conv2d, seed: u64, accumulate: bool) {
+    check_backward_filter_with(name, p, None, seed, accumulate);
+}
+
+fn check_backward_filter_with(
+    name: &str,
+    p: Conv2d,
+    variant: Option<ConvVariant>,
+    seed: u64,
+    accumulate: bool,
+) {
     let mut rng = Rng::new(seed);
     let x = rng.vec(p.x_elems() as usize);
     let g = rng.vec(p.y_elems() as usize);
@@ -265,9 +316,11 @@ fn check_backward_filter(name: &str, p: Conv2d, seed: u64, accumulate: bool) {
     } else {
         output(p.w_elems() as usize)
     };
-    let d = p
-        .prepare_backward_filter(gpu(), &dx, &dg, &dw, accumulate)
-        .expect("prepare filter");
+    let d = match variant {
+        Some(v) => p.prepare_backward_filter_variant(gpu(), v, &dx, &dg, &dw, accumulate),
+        None => p.prepare_backward_filter(gpu(), &dx, &dg, &dw, accumulate),
+    }
+    .expect("prepare filter");
     run(&[&d]);
     let got = download(&dw, p.w_elems() as usize);
     let mut want = reference::backward_filter(&p, &x, &g);
@@ -275,7 +328,7 @@ fn check_backward_filter(name: &str, p: Conv2d, seed: u64, accumulate: bool) {
         want.iter_mut().zip(&dw0).for_each(|(w, d)| *w += d);
     }
     let t = tol(p.n * p.p() * p.q());
-    let what = format!("conv2d backward_filter {name} accumulate={accumulate}");
+    let what = format!("conv2d backward_filter {name} accumulate={accumulate} ({variant:?})");
     assert_close(&what, &got, &want, t, t);
 }
 

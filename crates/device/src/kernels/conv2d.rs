@@ -130,6 +130,7 @@ pub enum ConvVariant {
 enum Pass {
     Forward,
     BackwardData,
+    BackwardFilter,
 }
 
 impl Pass {
@@ -138,6 +139,7 @@ impl Pass {
         match self {
             Pass::Forward => "conv2d_forward",
             Pass::BackwardData => "conv2d_backward_data",
+            Pass::BackwardFilter => "conv2d_backward_filter",
         }
     }
 }
@@ -370,6 +372,10 @@ impl Conv2d {
                 self.backward_data_variants(gpu),
                 self.heuristic_backward_data(gpu),
             ),
+            Pass::BackwardFilter => (
+                self.backward_filter_variants(gpu),
+                self.heuristic_backward_filter(gpu),
+            ),
         };
         let small = self.validation_problem();
         let mut scratch = None;
@@ -403,6 +409,9 @@ impl Conv2d {
                     }
                     Pass::BackwardData => {
                         self.prepare_backward_data_variant(gpu, v, y, w, x, accumulate)?
+                    }
+                    Pass::BackwardFilter => {
+                        self.prepare_backward_filter_variant(gpu, v, x, y, w, accumulate)?
                     }
                 };
                 gpu.autotuner().time(gpu, &d, beat)
@@ -467,6 +476,20 @@ impl Conv2d {
                     want.iter_mut().zip(&dx_in).for_each(|(o, i)| *o += i);
                 }
                 Ok(close(&got, &want, self.r * self.s * self.kg()))
+            }
+            Pass::BackwardFilter => {
+                let x = test_values(self.x_elems() as usize, 1);
+                let dy = test_values(self.y_elems() as usize, 3);
+                let (dx, ddy) = (gpu.upload(&x, label)?, gpu.upload(&dy, label)?);
+                let d =
+                    self.prepare_backward_filter_variant(gpu, variant, &dx, &ddy, &dw, accumulate)?;
+                let got = run_and_read(gpu, &d, &dw, self.w_elems() as usize)?;
+                let mut want = reference::backward_filter(self, &x, &dy);
+                if accumulate {
+                    want.iter_mut().zip(&w).for_each(|(o, i)| *o += i);
+                }
+                let pixels = self.n * self.p() * self.q();
+                Ok(close(&got, &want, pixels))
             }
         }
     }
@@ -681,7 +704,8 @@ impl Conv2d {
 
     /// Gradient with respect to the weight: `dw[k,r,s,c] = Σ_{n,p,q} dy[n,p,q,k] ·
     /// x[n, p·stride_h - pad_h + r·dil_h, q·stride_w - pad_w + s·dil_w, g·Cg + c]`.
-    /// Overwrites `dw`, or adds to it when `accumulate`.
+    /// Overwrites `dw`, or adds to it when `accumulate`. The kernel is the autotuner's
+    /// choice among [`Conv2d::backward_filter_variants`].
     pub fn prepare_backward_filter(
         &self,
         gpu: &Gpu,
@@ -691,6 +715,76 @@ impl Conv2d {
         accumulate: bool,
     ) -> Result<Dispatch> {
         self.validate()?;
+        let variant = self.tuned(gpu, Pass::BackwardFilter, accumulate);
+        self.prepare_backward_filter_variant(gpu, variant, x, dy, dw, accumulate)
+    }
+
+    /// The backward-filter kernels that apply on `gpu`, the register-blocked one first.
+    /// The subgroup kernels need whole vec4s of channels and out-channels.
+    pub fn backward_filter_variants(&self, gpu: &Gpu) -> Vec<ConvVariant> {
+        let mut v = vec![ConvVariant::Blocked];
+        if gpu.subgroup_width() == Some(8)
+            && self.cg() % 4 == 0
+            && self.kg() % 4 == 0
+            && !self.mixed(self.kg())
+        {
+            v.extend(SUBGROUP_ROWS.map(|rows| ConvVariant::Subgroup { rows }));
+        }
+        v
+    }
+
+    /// The fixed backward-filter choice: the subgroup kernel with as many rows (out-
+    /// channels) per invocation as a group has, up to 32.
+    pub fn heuristic_backward_filter(&self, gpu: &Gpu) -> ConvVariant {
+        let rows = match self.kg() {
+            kg if kg >= 32 => 32,
+            kg if kg >= 16 => 16,
+            _ => 8,
+        };
+        let want = ConvVariant::Subgroup { rows };
+        if self.backward_filter_variants(gpu).contains(&want) {
+            want
+        } else {
+            ConvVariant::Blocked
+        }
+    }
+
+    /// [`Conv2d::prepare_backward_filter`] with a chosen kernel, one of
+    /// [`Conv2d::backward_filter_variants`].
+    pub fn prepare_backward_filter_variant(
+        &self,
+        gpu: &Gpu,
+        variant: ConvVariant,
+        x: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        dw: &wgpu::Buffer,
+        accumulate: bool,
+    ) -> Result<Dispatch> {
+        self.validate()?;
+        ensure(
+            self.backward_filter_variants(gpu).contains(&variant),
+            KERNEL,
+            || format!("kernel variant {variant:?} does not apply to {self:?} on this adapter"),
+        )?;
+        if let ConvVariant::Subgroup { rows: tm } = variant {
+            let gemm = Gemm {
+                entry: match tm {
+                    8 => "conv2d_backward_filter_sg8",
+                    16 => "conv2d_backward_filter_sg16",
+                    _ => "conv2d_backward_filter_sg32",
+                },
+                rows: self.kg(),
+                cols: self.r * self.s * self.cg(),
+                mixed: false,
+            };
+            let (builder, groups) = self.subgroup_builder(gpu, &gemm, tm);
+            return builder
+                .flag("ACCUMULATE", accumulate)
+                .read("x", x, self.x_elems())
+                .read("dy", dy, self.y_elems())
+                .write("dw", dw, self.w_elems())
+                .build(groups);
+        }
         let mixed = self.mixed(self.kg());
         let rows = if mixed { self.k } else { self.kg() };
         let mut cols = self.r * self.s * self.cg();
