@@ -28,6 +28,11 @@
 // round; each lane owns 4 consecutive channels of one tap and loads x at the 4 pixels
 // moved by that tap (0 in the padding). A pixel cursor (image, p, q) steps without
 // divisions. Requires Cg % 4 == 0 and Kg % 4 == 0; p.rows = Kg, p.cols = R·S·Cg.
+//
+// `conv2d_forward_taps_sg{TM}` is the forward pass for few channels per group (the first
+// layer's 1 or 3): the sum runs, per filter row r, over the S·Cg taps (s, c) in chunks
+// of 4, loaded as scalars (x and the weights need no alignment), 0 past the last tap and
+// in the padding. Same Params and bindings as conv2d_forward_sg.
 
 struct Params {
     n: u32,
@@ -65,6 +70,10 @@ struct Params {
 // conv2d_backward_data_sg*: dy (1), weight (2), dx (3).
 @group(0) @binding(1) var<storage, read> dy4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+
+// conv2d_forward_taps_sg*: x and weight as scalars.
+@group(0) @binding(1) var<storage, read> xs: array<f32>;
+@group(0) @binding(2) var<storage, read> ws: array<f32>;
 
 // conv2d_backward_filter_sg*: x (1), dy (2), dw (3).
 @group(0) @binding(2) var<storage, read> dyf4: array<vec4<f32>>;
@@ -178,6 +187,15 @@ fn store_dw4(row: u32, col0: u32, group: u32, v: vec4<f32>) {
     store_dw(row, col0 + 1u, group, v.y);
     store_dw(row, col0 + 2u, group, v.z);
     store_dw(row, col0 + 3u, group, v.w);
+}
+
+// x at input row `ih` (of image `img`), column `iw`, channel `ch` of the group; 0 in the
+// padding or when `ok` is false.
+fn x_tap(img: u32, ih: i32, iw: i32, ch: u32, ok: bool) -> f32 {
+    let inside = ok && ih >= 0 && ih < i32(p.h) && iw >= 0 && iw < i32(p.w);
+    let h = u32(clamp(ih, 0, i32(p.h) - 1));
+    let w = u32(clamp(iw, 0, i32(p.w) - 1));
+    return select(0.0, xs[((img * p.h + h) * p.w + w) * p.c + ch], inside);
 }
 
 // The output pixel after `c` = (image, p, q), in N·P·Q order.
@@ -1264,4 +1282,390 @@ fn conv2d_backward_filter_sg32(
     store_dw4(row0 + 29u, col0, group, acc29);
     store_dw4(row0 + 30u, col0, group, acc30);
     store_dw4(row0 + 31u, col0, group, acc31);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_forward_taps_sg8(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let group = wid.x / p.col_tiles;
+    let col0 = (wid.x % p.col_tiles) * 32u + lane * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 8u;
+    let sc = p.s * p.cg;
+    // Where this lane's 4 out-channels' filters start.
+    let f0 = (group * p.kg + min(col0 + 0u, p.kg - 1u)) * p.r * sc;
+    let f1 = (group * p.kg + min(col0 + 1u, p.kg - 1u)) * p.r * sc;
+    let f2 = (group * p.kg + min(col0 + 2u, p.kg - 1u)) * p.r * sc;
+    let f3 = (group * p.kg + min(col0 + 3u, p.kg - 1u)) * p.r * sc;
+    let ch0 = group * p.cg;
+    // The pixel rows this lane loads x for: 8h + lane.
+    let px0 = pixel(row0 + 0u + lane);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    for (var r = 0u; r < p.r; r++) {
+        let ih0 = px0.h0 + i32(r * p.dil_h);
+        let fr = r * sc;
+        for (var j = 0u; j < sc; j += 4u) {
+            // Taps j .. j + 3 of this filter row: (s, c) of each, and whether it exists.
+            let j0 = j + 0u;
+            let ok0 = j0 < sc;
+            let s0 = min(j0, sc - 1u) / p.cg;
+            let c0 = ch0 + min(j0, sc - 1u) - s0 * p.cg;
+            let wt0 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j0], ws[f1 + fr + j0], ws[f2 + fr + j0], ws[f3 + fr + j0]), ok0);
+            let j1 = j + 1u;
+            let ok1 = j1 < sc;
+            let s1 = min(j1, sc - 1u) / p.cg;
+            let c1 = ch0 + min(j1, sc - 1u) - s1 * p.cg;
+            let wt1 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j1], ws[f1 + fr + j1], ws[f2 + fr + j1], ws[f3 + fr + j1]), ok1);
+            let j2 = j + 2u;
+            let ok2 = j2 < sc;
+            let s2 = min(j2, sc - 1u) / p.cg;
+            let c2 = ch0 + min(j2, sc - 1u) - s2 * p.cg;
+            let wt2 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j2], ws[f1 + fr + j2], ws[f2 + fr + j2], ws[f3 + fr + j2]), ok2);
+            let j3 = j + 3u;
+            let ok3 = j3 < sc;
+            let s3 = min(j3, sc - 1u) / p.cg;
+            let c3 = ch0 + min(j3, sc - 1u) - s3 * p.cg;
+            let wt3 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j3], ws[f1 + fr + j3], ws[f2 + fr + j3], ws[f3 + fr + j3]), ok3);
+            let bm = mat4x4<f32>(wt0, wt1, wt2, wt3);
+            let av0 = vec4<f32>(x_tap(px0.img, ih0, px0.w0 + i32(s0 * p.dil_w), c0, ok0), x_tap(px0.img, ih0, px0.w0 + i32(s1 * p.dil_w), c1, ok1), x_tap(px0.img, ih0, px0.w0 + i32(s2 * p.dil_w), c2, ok2), x_tap(px0.img, ih0, px0.w0 + i32(s3 * p.dil_w), c3, ok3));
+            let r0 = subgroupBroadcast(av0, 0u);
+            acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+            let r1 = subgroupBroadcast(av0, 1u);
+            acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+            let r2 = subgroupBroadcast(av0, 2u);
+            acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+            let r3 = subgroupBroadcast(av0, 3u);
+            acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+            let r4 = subgroupBroadcast(av0, 4u);
+            acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+            let r5 = subgroupBroadcast(av0, 5u);
+            acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+            let r6 = subgroupBroadcast(av0, 6u);
+            acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+            let r7 = subgroupBroadcast(av0, 7u);
+            acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+        }
+    }
+    store_y4(row0 + 0u, col0, group, acc0);
+    store_y4(row0 + 1u, col0, group, acc1);
+    store_y4(row0 + 2u, col0, group, acc2);
+    store_y4(row0 + 3u, col0, group, acc3);
+    store_y4(row0 + 4u, col0, group, acc4);
+    store_y4(row0 + 5u, col0, group, acc5);
+    store_y4(row0 + 6u, col0, group, acc6);
+    store_y4(row0 + 7u, col0, group, acc7);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_forward_taps_sg16(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let group = wid.x / p.col_tiles;
+    let col0 = (wid.x % p.col_tiles) * 32u + lane * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 16u;
+    let sc = p.s * p.cg;
+    // Where this lane's 4 out-channels' filters start.
+    let f0 = (group * p.kg + min(col0 + 0u, p.kg - 1u)) * p.r * sc;
+    let f1 = (group * p.kg + min(col0 + 1u, p.kg - 1u)) * p.r * sc;
+    let f2 = (group * p.kg + min(col0 + 2u, p.kg - 1u)) * p.r * sc;
+    let f3 = (group * p.kg + min(col0 + 3u, p.kg - 1u)) * p.r * sc;
+    let ch0 = group * p.cg;
+    // The pixel rows this lane loads x for: 8h + lane.
+    let px0 = pixel(row0 + 0u + lane);
+    let px1 = pixel(row0 + 8u + lane);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var acc8 = vec4<f32>(0.0);
+    var acc9 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0);
+    var acc11 = vec4<f32>(0.0);
+    var acc12 = vec4<f32>(0.0);
+    var acc13 = vec4<f32>(0.0);
+    var acc14 = vec4<f32>(0.0);
+    var acc15 = vec4<f32>(0.0);
+    for (var r = 0u; r < p.r; r++) {
+        let ih0 = px0.h0 + i32(r * p.dil_h);
+        let ih1 = px1.h0 + i32(r * p.dil_h);
+        let fr = r * sc;
+        for (var j = 0u; j < sc; j += 4u) {
+            // Taps j .. j + 3 of this filter row: (s, c) of each, and whether it exists.
+            let j0 = j + 0u;
+            let ok0 = j0 < sc;
+            let s0 = min(j0, sc - 1u) / p.cg;
+            let c0 = ch0 + min(j0, sc - 1u) - s0 * p.cg;
+            let wt0 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j0], ws[f1 + fr + j0], ws[f2 + fr + j0], ws[f3 + fr + j0]), ok0);
+            let j1 = j + 1u;
+            let ok1 = j1 < sc;
+            let s1 = min(j1, sc - 1u) / p.cg;
+            let c1 = ch0 + min(j1, sc - 1u) - s1 * p.cg;
+            let wt1 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j1], ws[f1 + fr + j1], ws[f2 + fr + j1], ws[f3 + fr + j1]), ok1);
+            let j2 = j + 2u;
+            let ok2 = j2 < sc;
+            let s2 = min(j2, sc - 1u) / p.cg;
+            let c2 = ch0 + min(j2, sc - 1u) - s2 * p.cg;
+            let wt2 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j2], ws[f1 + fr + j2], ws[f2 + fr + j2], ws[f3 + fr + j2]), ok2);
+            let j3 = j + 3u;
+            let ok3 = j3 < sc;
+            let s3 = min(j3, sc - 1u) / p.cg;
+            let c3 = ch0 + min(j3, sc - 1u) - s3 * p.cg;
+            let wt3 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j3], ws[f1 + fr + j3], ws[f2 + fr + j3], ws[f3 + fr + j3]), ok3);
+            let bm = mat4x4<f32>(wt0, wt1, wt2, wt3);
+            let av0 = vec4<f32>(x_tap(px0.img, ih0, px0.w0 + i32(s0 * p.dil_w), c0, ok0), x_tap(px0.img, ih0, px0.w0 + i32(s1 * p.dil_w), c1, ok1), x_tap(px0.img, ih0, px0.w0 + i32(s2 * p.dil_w), c2, ok2), x_tap(px0.img, ih0, px0.w0 + i32(s3 * p.dil_w), c3, ok3));
+            let av1 = vec4<f32>(x_tap(px1.img, ih1, px1.w0 + i32(s0 * p.dil_w), c0, ok0), x_tap(px1.img, ih1, px1.w0 + i32(s1 * p.dil_w), c1, ok1), x_tap(px1.img, ih1, px1.w0 + i32(s2 * p.dil_w), c2, ok2), x_tap(px1.img, ih1, px1.w0 + i32(s3 * p.dil_w), c3, ok3));
+            let r0 = subgroupBroadcast(av0, 0u);
+            acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+            let r1 = subgroupBroadcast(av0, 1u);
+            acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+            let r2 = subgroupBroadcast(av0, 2u);
+            acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+            let r3 = subgroupBroadcast(av0, 3u);
+            acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+            let r4 = subgroupBroadcast(av0, 4u);
+            acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+            let r5 = subgroupBroadcast(av0, 5u);
+            acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+            let r6 = subgroupBroadcast(av0, 6u);
+            acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+            let r7 = subgroupBroadcast(av0, 7u);
+            acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+            let r8 = subgroupBroadcast(av1, 0u);
+            acc8 = fma(vec4(r8.x), bm[0], fma(vec4(r8.y), bm[1], fma(vec4(r8.z), bm[2], fma(vec4(r8.w), bm[3], acc8))));
+            let r9 = subgroupBroadcast(av1, 1u);
+            acc9 = fma(vec4(r9.x), bm[0], fma(vec4(r9.y), bm[1], fma(vec4(r9.z), bm[2], fma(vec4(r9.w), bm[3], acc9))));
+            let r10 = subgroupBroadcast(av1, 2u);
+            acc10 = fma(vec4(r10.x), bm[0], fma(vec4(r10.y), bm[1], fma(vec4(r10.z), bm[2], fma(vec4(r10.w), bm[3], acc10))));
+            let r11 = subgroupBroadcast(av1, 3u);
+            acc11 = fma(vec4(r11.x), bm[0], fma(vec4(r11.y), bm[1], fma(vec4(r11.z), bm[2], fma(vec4(r11.w), bm[3], acc11))));
+            let r12 = subgroupBroadcast(av1, 4u);
+            acc12 = fma(vec4(r12.x), bm[0], fma(vec4(r12.y), bm[1], fma(vec4(r12.z), bm[2], fma(vec4(r12.w), bm[3], acc12))));
+            let r13 = subgroupBroadcast(av1, 5u);
+            acc13 = fma(vec4(r13.x), bm[0], fma(vec4(r13.y), bm[1], fma(vec4(r13.z), bm[2], fma(vec4(r13.w), bm[3], acc13))));
+            let r14 = subgroupBroadcast(av1, 6u);
+            acc14 = fma(vec4(r14.x), bm[0], fma(vec4(r14.y), bm[1], fma(vec4(r14.z), bm[2], fma(vec4(r14.w), bm[3], acc14))));
+            let r15 = subgroupBroadcast(av1, 7u);
+            acc15 = fma(vec4(r15.x), bm[0], fma(vec4(r15.y), bm[1], fma(vec4(r15.z), bm[2], fma(vec4(r15.w), bm[3], acc15))));
+        }
+    }
+    store_y4(row0 + 0u, col0, group, acc0);
+    store_y4(row0 + 1u, col0, group, acc1);
+    store_y4(row0 + 2u, col0, group, acc2);
+    store_y4(row0 + 3u, col0, group, acc3);
+    store_y4(row0 + 4u, col0, group, acc4);
+    store_y4(row0 + 5u, col0, group, acc5);
+    store_y4(row0 + 6u, col0, group, acc6);
+    store_y4(row0 + 7u, col0, group, acc7);
+    store_y4(row0 + 8u, col0, group, acc8);
+    store_y4(row0 + 9u, col0, group, acc9);
+    store_y4(row0 + 10u, col0, group, acc10);
+    store_y4(row0 + 11u, col0, group, acc11);
+    store_y4(row0 + 12u, col0, group, acc12);
+    store_y4(row0 + 13u, col0, group, acc13);
+    store_y4(row0 + 14u, col0, group, acc14);
+    store_y4(row0 + 15u, col0, group, acc15);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_forward_taps_sg32(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let group = wid.x / p.col_tiles;
+    let col0 = (wid.x % p.col_tiles) * 32u + lane * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 32u;
+    let sc = p.s * p.cg;
+    // Where this lane's 4 out-channels' filters start.
+    let f0 = (group * p.kg + min(col0 + 0u, p.kg - 1u)) * p.r * sc;
+    let f1 = (group * p.kg + min(col0 + 1u, p.kg - 1u)) * p.r * sc;
+    let f2 = (group * p.kg + min(col0 + 2u, p.kg - 1u)) * p.r * sc;
+    let f3 = (group * p.kg + min(col0 + 3u, p.kg - 1u)) * p.r * sc;
+    let ch0 = group * p.cg;
+    // The pixel rows this lane loads x for: 8h + lane.
+    let px0 = pixel(row0 + 0u + lane);
+    let px1 = pixel(row0 + 8u + lane);
+    let px2 = pixel(row0 + 16u + lane);
+    let px3 = pixel(row0 + 24u + lane);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var acc8 = vec4<f32>(0.0);
+    var acc9 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0);
+    var acc11 = vec4<f32>(0.0);
+    var acc12 = vec4<f32>(0.0);
+    var acc13 = vec4<f32>(0.0);
+    var acc14 = vec4<f32>(0.0);
+    var acc15 = vec4<f32>(0.0);
+    var acc16 = vec4<f32>(0.0);
+    var acc17 = vec4<f32>(0.0);
+    var acc18 = vec4<f32>(0.0);
+    var acc19 = vec4<f32>(0.0);
+    var acc20 = vec4<f32>(0.0);
+    var acc21 = vec4<f32>(0.0);
+    var acc22 = vec4<f32>(0.0);
+    var acc23 = vec4<f32>(0.0);
+    var acc24 = vec4<f32>(0.0);
+    var acc25 = vec4<f32>(0.0);
+    var acc26 = vec4<f32>(0.0);
+    var acc27 = vec4<f32>(0.0);
+    var acc28 = vec4<f32>(0.0);
+    var acc29 = vec4<f32>(0.0);
+    var acc30 = vec4<f32>(0.0);
+    var acc31 = vec4<f32>(0.0);
+    for (var r = 0u; r < p.r; r++) {
+        let ih0 = px0.h0 + i32(r * p.dil_h);
+        let ih1 = px1.h0 + i32(r * p.dil_h);
+        let ih2 = px2.h0 + i32(r * p.dil_h);
+        let ih3 = px3.h0 + i32(r * p.dil_h);
+        let fr = r * sc;
+        for (var j = 0u; j < sc; j += 4u) {
+            // Taps j .. j + 3 of this filter row: (s, c) of each, and whether it exists.
+            let j0 = j + 0u;
+            let ok0 = j0 < sc;
+            let s0 = min(j0, sc - 1u) / p.cg;
+            let c0 = ch0 + min(j0, sc - 1u) - s0 * p.cg;
+            let wt0 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j0], ws[f1 + fr + j0], ws[f2 + fr + j0], ws[f3 + fr + j0]), ok0);
+            let j1 = j + 1u;
+            let ok1 = j1 < sc;
+            let s1 = min(j1, sc - 1u) / p.cg;
+            let c1 = ch0 + min(j1, sc - 1u) - s1 * p.cg;
+            let wt1 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j1], ws[f1 + fr + j1], ws[f2 + fr + j1], ws[f3 + fr + j1]), ok1);
+            let j2 = j + 2u;
+            let ok2 = j2 < sc;
+            let s2 = min(j2, sc - 1u) / p.cg;
+            let c2 = ch0 + min(j2, sc - 1u) - s2 * p.cg;
+            let wt2 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j2], ws[f1 + fr + j2], ws[f2 + fr + j2], ws[f3 + fr + j2]), ok2);
+            let j3 = j + 3u;
+            let ok3 = j3 < sc;
+            let s3 = min(j3, sc - 1u) / p.cg;
+            let c3 = ch0 + min(j3, sc - 1u) - s3 * p.cg;
+            let wt3 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j3], ws[f1 + fr + j3], ws[f2 + fr + j3], ws[f3 + fr + j3]), ok3);
+            let bm = mat4x4<f32>(wt0, wt1, wt2, wt3);
+            let av0 = vec4<f32>(x_tap(px0.img, ih0, px0.w0 + i32(s0 * p.dil_w), c0, ok0), x_tap(px0.img, ih0, px0.w0 + i32(s1 * p.dil_w), c1, ok1), x_tap(px0.img, ih0, px0.w0 + i32(s2 * p.dil_w), c2, ok2), x_tap(px0.img, ih0, px0.w0 + i32(s3 * p.dil_w), c3, ok3));
+            let av1 = vec4<f32>(x_tap(px1.img, ih1, px1.w0 + i32(s0 * p.dil_w), c0, ok0), x_tap(px1.img, ih1, px1.w0 + i32(s1 * p.dil_w), c1, ok1), x_tap(px1.img, ih1, px1.w0 + i32(s2 * p.dil_w), c2, ok2), x_tap(px1.img, ih1, px1.w0 + i32(s3 * p.dil_w), c3, ok3));
+            let av2 = vec4<f32>(x_tap(px2.img, ih2, px2.w0 + i32(s0 * p.dil_w), c0, ok0), x_tap(px2.img, ih2, px2.w0 + i32(s1 * p.dil_w), c1, ok1), x_tap(px2.img, ih2, px2.w0 + i32(s2 * p.dil_w), c2, ok2), x_tap(px2.img, ih2, px2.w0 + i32(s3 * p.dil_w), c3, ok3));
+            let av3 = vec4<f32>(x_tap(px3.img, ih3, px3.w0 + i32(s0 * p.dil_w), c0, ok0), x_tap(px3.img, ih3, px3.w0 + i32(s1 * p.dil_w), c1, ok1), x_tap(px3.img, ih3, px3.w0 + i32(s2 * p.dil_w), c2, ok2), x_tap(px3.img, ih3, px3.w0 + i32(s3 * p.dil_w), c3, ok3));
+            let r0 = subgroupBroadcast(av0, 0u);
+            acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+            let r1 = subgroupBroadcast(av0, 1u);
+            acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+            let r2 = subgroupBroadcast(av0, 2u);
+            acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+            let r3 = subgroupBroadcast(av0, 3u);
+            acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+            let r4 = subgroupBroadcast(av0, 4u);
+            acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+            let r5 = subgroupBroadcast(av0, 5u);
+            acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+            let r6 = subgroupBroadcast(av0, 6u);
+            acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+            let r7 = subgroupBroadcast(av0, 7u);
+            acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+            let r8 = subgroupBroadcast(av1, 0u);
+            acc8 = fma(vec4(r8.x), bm[0], fma(vec4(r8.y), bm[1], fma(vec4(r8.z), bm[2], fma(vec4(r8.w), bm[3], acc8))));
+            let r9 = subgroupBroadcast(av1, 1u);
+            acc9 = fma(vec4(r9.x), bm[0], fma(vec4(r9.y), bm[1], fma(vec4(r9.z), bm[2], fma(vec4(r9.w), bm[3], acc9))));
+            let r10 = subgroupBroadcast(av1, 2u);
+            acc10 = fma(vec4(r10.x), bm[0], fma(vec4(r10.y), bm[1], fma(vec4(r10.z), bm[2], fma(vec4(r10.w), bm[3], acc10))));
+            let r11 = subgroupBroadcast(av1, 3u);
+            acc11 = fma(vec4(r11.x), bm[0], fma(vec4(r11.y), bm[1], fma(vec4(r11.z), bm[2], fma(vec4(r11.w), bm[3], acc11))));
+            let r12 = subgroupBroadcast(av1, 4u);
+            acc12 = fma(vec4(r12.x), bm[0], fma(vec4(r12.y), bm[1], fma(vec4(r12.z), bm[2], fma(vec4(r12.w), bm[3], acc12))));
+            let r13 = subgroupBroadcast(av1, 5u);
+            acc13 = fma(vec4(r13.x), bm[0], fma(vec4(r13.y), bm[1], fma(vec4(r13.z), bm[2], fma(vec4(r13.w), bm[3], acc13))));
+            let r14 = subgroupBroadcast(av1, 6u);
+            acc14 = fma(vec4(r14.x), bm[0], fma(vec4(r14.y), bm[1], fma(vec4(r14.z), bm[2], fma(vec4(r14.w), bm[3], acc14))));
+            let r15 = subgroupBroadcast(av1, 7u);
+            acc15 = fma(vec4(r15.x), bm[0], fma(vec4(r15.y), bm[1], fma(vec4(r15.z), bm[2], fma(vec4(r15.w), bm[3], acc15))));
+            let r16 = subgroupBroadcast(av2, 0u);
+            acc16 = fma(vec4(r16.x), bm[0], fma(vec4(r16.y), bm[1], fma(vec4(r16.z), bm[2], fma(vec4(r16.w), bm[3], acc16))));
+            let r17 = subgroupBroadcast(av2, 1u);
+            acc17 = fma(vec4(r17.x), bm[0], fma(vec4(r17.y), bm[1], fma(vec4(r17.z), bm[2], fma(vec4(r17.w), bm[3], acc17))));
+            let r18 = subgroupBroadcast(av2, 2u);
+            acc18 = fma(vec4(r18.x), bm[0], fma(vec4(r18.y), bm[1], fma(vec4(r18.z), bm[2], fma(vec4(r18.w), bm[3], acc18))));
+            let r19 = subgroupBroadcast(av2, 3u);
+            acc19 = fma(vec4(r19.x), bm[0], fma(vec4(r19.y), bm[1], fma(vec4(r19.z), bm[2], fma(vec4(r19.w), bm[3], acc19))));
+            let r20 = subgroupBroadcast(av2, 4u);
+            acc20 = fma(vec4(r20.x), bm[0], fma(vec4(r20.y), bm[1], fma(vec4(r20.z), bm[2], fma(vec4(r20.w), bm[3], acc20))));
+            let r21 = subgroupBroadcast(av2, 5u);
+            acc21 = fma(vec4(r21.x), bm[0], fma(vec4(r21.y), bm[1], fma(vec4(r21.z), bm[2], fma(vec4(r21.w), bm[3], acc21))));
+            let r22 = subgroupBroadcast(av2, 6u);
+            acc22 = fma(vec4(r22.x), bm[0], fma(vec4(r22.y), bm[1], fma(vec4(r22.z), bm[2], fma(vec4(r22.w), bm[3], acc22))));
+            let r23 = subgroupBroadcast(av2, 7u);
+            acc23 = fma(vec4(r23.x), bm[0], fma(vec4(r23.y), bm[1], fma(vec4(r23.z), bm[2], fma(vec4(r23.w), bm[3], acc23))));
+            let r24 = subgroupBroadcast(av3, 0u);
+            acc24 = fma(vec4(r24.x), bm[0], fma(vec4(r24.y), bm[1], fma(vec4(r24.z), bm[2], fma(vec4(r24.w), bm[3], acc24))));
+            let r25 = subgroupBroadcast(av3, 1u);
+            acc25 = fma(vec4(r25.x), bm[0], fma(vec4(r25.y), bm[1], fma(vec4(r25.z), bm[2], fma(vec4(r25.w), bm[3], acc25))));
+            let r26 = subgroupBroadcast(av3, 2u);
+            acc26 = fma(vec4(r26.x), bm[0], fma(vec4(r26.y), bm[1], fma(vec4(r26.z), bm[2], fma(vec4(r26.w), bm[3], acc26))));
+            let r27 = subgroupBroadcast(av3, 3u);
+            acc27 = fma(vec4(r27.x), bm[0], fma(vec4(r27.y), bm[1], fma(vec4(r27.z), bm[2], fma(vec4(r27.w), bm[3], acc27))));
+            let r28 = subgroupBroadcast(av3, 4u);
+            acc28 = fma(vec4(r28.x), bm[0], fma(vec4(r28.y), bm[1], fma(vec4(r28.z), bm[2], fma(vec4(r28.w), bm[3], acc28))));
+            let r29 = subgroupBroadcast(av3, 5u);
+            acc29 = fma(vec4(r29.x), bm[0], fma(vec4(r29.y), bm[1], fma(vec4(r29.z), bm[2], fma(vec4(r29.w), bm[3], acc29))));
+            let r30 = subgroupBroadcast(av3, 6u);
+            acc30 = fma(vec4(r30.x), bm[0], fma(vec4(r30.y), bm[1], fma(vec4(r30.z), bm[2], fma(vec4(r30.w), bm[3], acc30))));
+            let r31 = subgroupBroadcast(av3, 7u);
+            acc31 = fma(vec4(r31.x), bm[0], fma(vec4(r31.y), bm[1], fma(vec4(r31.z), bm[2], fma(vec4(r31.w), bm[3], acc31))));
+        }
+    }
+    store_y4(row0 + 0u, col0, group, acc0);
+    store_y4(row0 + 1u, col0, group, acc1);
+    store_y4(row0 + 2u, col0, group, acc2);
+    store_y4(row0 + 3u, col0, group, acc3);
+    store_y4(row0 + 4u, col0, group, acc4);
+    store_y4(row0 + 5u, col0, group, acc5);
+    store_y4(row0 + 6u, col0, group, acc6);
+    store_y4(row0 + 7u, col0, group, acc7);
+    store_y4(row0 + 8u, col0, group, acc8);
+    store_y4(row0 + 9u, col0, group, acc9);
+    store_y4(row0 + 10u, col0, group, acc10);
+    store_y4(row0 + 11u, col0, group, acc11);
+    store_y4(row0 + 12u, col0, group, acc12);
+    store_y4(row0 + 13u, col0, group, acc13);
+    store_y4(row0 + 14u, col0, group, acc14);
+    store_y4(row0 + 15u, col0, group, acc15);
+    store_y4(row0 + 16u, col0, group, acc16);
+    store_y4(row0 + 17u, col0, group, acc17);
+    store_y4(row0 + 18u, col0, group, acc18);
+    store_y4(row0 + 19u, col0, group, acc19);
+    store_y4(row0 + 20u, col0, group, acc20);
+    store_y4(row0 + 21u, col0, group, acc21);
+    store_y4(row0 + 22u, col0, group, acc22);
+    store_y4(row0 + 23u, col0, group, acc23);
+    store_y4(row0 + 24u, col0, group, acc24);
+    store_y4(row0 + 25u, col0, group, acc25);
+    store_y4(row0 + 26u, col0, group, acc26);
+    store_y4(row0 + 27u, col0, group, acc27);
+    store_y4(row0 + 28u, col0, group, acc28);
+    store_y4(row0 + 29u, col0, group, acc29);
+    store_y4(row0 + 30u, col0, group, acc30);
+    store_y4(row0 + 31u, col0, group, acc31);
 }

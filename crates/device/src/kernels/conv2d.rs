@@ -123,6 +123,9 @@ pub enum ConvVariant {
     /// `conv2d_sg.wgsl`: pixel rows shared across an 8-lane subgroup (lavapipe);
     /// needs Cg % 4 == 0.
     Subgroup { rows: u32 },
+    /// `conv2d_forward_taps_sg*`: the forward pass for few channels per group (Cg % 4
+    /// != 0, e.g. a first layer's 1 or 3), summing over the flattened taps (s, c).
+    SubgroupTaps { rows: u32 },
 }
 
 /// The passes with more than one kernel (and so an autotuned choice).
@@ -149,6 +152,7 @@ impl std::fmt::Display for ConvVariant {
         match self {
             ConvVariant::Blocked => write!(f, "blocked"),
             ConvVariant::Subgroup { rows } => write!(f, "sg{rows}"),
+            ConvVariant::SubgroupTaps { rows } => write!(f, "taps_sg{rows}"),
         }
     }
 }
@@ -497,8 +501,12 @@ impl Conv2d {
     /// The forward kernels that apply on `gpu`, the register-blocked one first.
     pub fn forward_variants(&self, gpu: &Gpu) -> Vec<ConvVariant> {
         let mut v = vec![ConvVariant::Blocked];
-        if gpu.subgroup_width() == Some(8) && self.cg() % 4 == 0 && !self.mixed(self.kg()) {
-            v.extend(SUBGROUP_ROWS.map(|rows| ConvVariant::Subgroup { rows }));
+        if gpu.subgroup_width() == Some(8) && !self.mixed(self.kg()) {
+            if self.cg() % 4 == 0 {
+                v.extend(SUBGROUP_ROWS.map(|rows| ConvVariant::Subgroup { rows }));
+            } else {
+                v.extend(SUBGROUP_ROWS.map(|rows| ConvVariant::SubgroupTaps { rows }));
+            }
         }
         v
     }
@@ -506,15 +514,15 @@ impl Conv2d {
     /// The fixed forward choice: the subgroup kernel where it applies (2-4x the
     /// register-blocked one on lavapipe), with rows per invocation by the output pixels.
     pub fn heuristic_forward(&self, gpu: &Gpu) -> ConvVariant {
-        let rows = self.n as u64 * self.p() as u64 * self.q() as u64;
-        let want = ConvVariant::Subgroup {
-            rows: subgroup_rows_for(rows),
-        };
-        if self.forward_variants(gpu).contains(&want) {
-            want
-        } else {
-            ConvVariant::Blocked
-        }
+        let rows = subgroup_rows_for(self.n as u64 * self.p() as u64 * self.q() as u64);
+        let variants = self.forward_variants(gpu);
+        [
+            ConvVariant::Subgroup { rows },
+            ConvVariant::SubgroupTaps { rows },
+        ]
+        .into_iter()
+        .find(|v| variants.contains(v))
+        .unwrap_or(ConvVariant::Blocked)
     }
 
     /// [`Conv2d::prepare`] with a chosen kernel, one of [`Conv2d::forward_variants`].
@@ -537,14 +545,19 @@ impl Conv2d {
             KERNEL,
             || format!("kernel variant {variant:?} does not apply to {self:?} on this adapter"),
         )?;
-        if let ConvVariant::Subgroup { rows: tm } = variant {
+        let subgroup = match variant {
+            ConvVariant::Subgroup { rows: 8 } => Some((8, "conv2d_forward_sg8")),
+            ConvVariant::Subgroup { rows: 16 } => Some((16, "conv2d_forward_sg16")),
+            ConvVariant::Subgroup { .. } => Some((32, "conv2d_forward_sg32")),
+            ConvVariant::SubgroupTaps { rows: 8 } => Some((8, "conv2d_forward_taps_sg8")),
+            ConvVariant::SubgroupTaps { rows: 16 } => Some((16, "conv2d_forward_taps_sg16")),
+            ConvVariant::SubgroupTaps { .. } => Some((32, "conv2d_forward_taps_sg32")),
+            ConvVariant::Blocked => None,
+        };
+        if let Some((tm, entry)) = subgroup {
             let rows = (self.n as u64 * self.p() as u64 * self.q() as u64) as u32;
             let gemm = Gemm {
-                entry: match tm {
-                    8 => "conv2d_forward_sg8",
-                    16 => "conv2d_forward_sg16",
-                    _ => "conv2d_forward_sg32",
-                },
+                entry,
                 rows,
                 cols: self.kg(),
                 mixed: false,
