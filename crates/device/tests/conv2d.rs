@@ -239,6 +239,19 @@ fn every_backward_filter_variant_matches_reference() {
             "sg 4 out-channels",
             Conv2d::new(2, 5, 6, 8, 4, 3, 3).pad(1, 1),
         ),
+        // Few channels: the flattened-taps kernels.
+        ("taps lenet conv1", Conv2d::new(2, 28, 28, 1, 16, 5, 5)),
+        (
+            "taps resnet stem",
+            Conv2d::new(1, 20, 18, 3, 40, 7, 7).pad(3, 3).stride(2, 2),
+        ),
+        (
+            "taps dilated groups 2",
+            Conv2d::new(2, 9, 8, 6, 64, 3, 3)
+                .pad(2, 2)
+                .dilation(2, 1)
+                .grouped(2),
+        ),
     ];
     let mut tried = std::collections::BTreeSet::new();
     for (i, (name, p)) in cases().into_iter().chain(extra).enumerate() {

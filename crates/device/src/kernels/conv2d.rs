@@ -123,8 +123,9 @@ pub enum ConvVariant {
     /// `conv2d_sg.wgsl`: pixel rows shared across an 8-lane subgroup (lavapipe);
     /// needs Cg % 4 == 0.
     Subgroup { rows: u32 },
-    /// `conv2d_forward_taps_sg*`: the forward pass for few channels per group (Cg % 4
-    /// != 0, e.g. a first layer's 1 or 3), summing over the flattened taps (s, c).
+    /// `conv2d_forward_taps_sg*` / `conv2d_backward_filter_taps_sg*`: the forward and
+    /// backward-filter passes for few channels per group (Cg % 4 != 0, e.g. a first
+    /// layer's 1 or 3), over the flattened taps (s, c) / (r, s, c) loaded as scalars.
     SubgroupTaps { rows: u32 },
 }
 
@@ -736,12 +737,12 @@ impl Conv2d {
     /// The subgroup kernels need whole vec4s of channels and out-channels.
     pub fn backward_filter_variants(&self, gpu: &Gpu) -> Vec<ConvVariant> {
         let mut v = vec![ConvVariant::Blocked];
-        if gpu.subgroup_width() == Some(8)
-            && self.cg() % 4 == 0
-            && self.kg() % 4 == 0
-            && !self.mixed(self.kg())
-        {
-            v.extend(SUBGROUP_ROWS.map(|rows| ConvVariant::Subgroup { rows }));
+        if gpu.subgroup_width() == Some(8) && self.kg() % 4 == 0 && !self.mixed(self.kg()) {
+            if self.cg() % 4 == 0 {
+                v.extend(SUBGROUP_ROWS.map(|rows| ConvVariant::Subgroup { rows }));
+            } else {
+                v.extend(SUBGROUP_ROWS.map(|rows| ConvVariant::SubgroupTaps { rows }));
+            }
         }
         v
     }
@@ -754,12 +755,14 @@ impl Conv2d {
             kg if kg >= 16 => 16,
             _ => 8,
         };
-        let want = ConvVariant::Subgroup { rows };
-        if self.backward_filter_variants(gpu).contains(&want) {
-            want
-        } else {
-            ConvVariant::Blocked
-        }
+        let variants = self.backward_filter_variants(gpu);
+        [
+            ConvVariant::Subgroup { rows },
+            ConvVariant::SubgroupTaps { rows },
+        ]
+        .into_iter()
+        .find(|v| variants.contains(v))
+        .unwrap_or(ConvVariant::Blocked)
     }
 
     /// [`Conv2d::prepare_backward_filter`] with a chosen kernel, one of
@@ -779,13 +782,20 @@ impl Conv2d {
             KERNEL,
             || format!("kernel variant {variant:?} does not apply to {self:?} on this adapter"),
         )?;
-        if let ConvVariant::Subgroup { rows: tm } = variant {
+        let subgroup = match variant {
+            ConvVariant::Subgroup { rows: 8 } => Some((8, "conv2d_backward_filter_sg8")),
+            ConvVariant::Subgroup { rows: 16 } => Some((16, "conv2d_backward_filter_sg16")),
+            ConvVariant::Subgroup { .. } => Some((32, "conv2d_backward_filter_sg32")),
+            ConvVariant::SubgroupTaps { rows: 8 } => Some((8, "conv2d_backward_filter_taps_sg8")),
+            ConvVariant::SubgroupTaps { rows: 16 } => {
+                Some((16, "conv2d_backward_filter_taps_sg16"))
+            }
+            ConvVariant::SubgroupTaps { .. } => Some((32, "conv2d_backward_filter_taps_sg32")),
+            ConvVariant::Blocked => None,
+        };
+        if let Some((tm, entry)) = subgroup {
             let gemm = Gemm {
-                entry: match tm {
-                    8 => "conv2d_backward_filter_sg8",
-                    16 => "conv2d_backward_filter_sg16",
-                    _ => "conv2d_backward_filter_sg32",
-                },
+                entry,
                 rows: self.kg(),
                 cols: self.r * self.s * self.cg(),
                 mixed: false,
