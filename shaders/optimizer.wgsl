@@ -15,6 +15,12 @@
 //   sgd_momentum: sp uniform SgdParams, param (read_write), grad (read), buf (read_write)
 //   adam:         ap uniform AdamParams, param (read_write), grad (read),
 //                 exp_avg (read_write), exp_avg_sq (read_write)
+// With COUNT_NONFINITE, each entry also counts the NaN and ±Inf elements of `grad` (as it
+// was computed, before weight decay) into counts[nonfinite_slot] (atomic u32, the binding
+// after the last tensor: 3 for sgd, 4 for sgd_momentum, 5 for adam; finite.wgsl's test on
+// the exponent bits): the training step's check then costs no pass of its own over the
+// gradients. Only an invocation that finds one adds, so a healthy step runs no atomic.
+// Without it the binding is a placeholder that is never touched.
 // The learning rate and every step-dependent number live in the uniform, so a schedule
 // rewrites it with Queue::write_buffer instead of building a new pipeline.
 // Dispatch: memory bound, one invocation per element, a 1-D grid of WG invocations
@@ -29,7 +35,7 @@ struct SgdParams {
     weight_decay: f32,
     // 1 on the first step: the momentum buffer starts as a copy of g.
     first_step: u32,
-    _pad0: u32,
+    nonfinite_slot: u32,
     _pad1: u32,
 }
 
@@ -45,7 +51,7 @@ struct AdamParams {
     bias_correction1: f32,
     // sqrt(1 - beta2^step)
     bias_correction2_sqrt: f32,
-    _pad0: u32,
+    nonfinite_slot: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -58,9 +64,21 @@ struct AdamParams {
 @group(0) @binding(3) var<storage, read_write> exp_avg: array<f32>;
 @group(0) @binding(4) var<storage, read_write> exp_avg_sq: array<f32>;
 
+@group(0) @binding(3) var<storage, read_write> counts_sgd: array<atomic<u32>>;
+@group(0) @binding(4) var<storage, read_write> counts_momentum: array<atomic<u32>>;
+@group(0) @binding(5) var<storage, read_write> counts_adam: array<atomic<u32>>;
+
 override WG: u32 = 256u;
 override NESTEROV: bool = false;
 override DECOUPLED: bool = false;
+override COUNT_NONFINITE: bool = false;
+
+const EXPONENT: u32 = 0x7f800000u;
+
+// NaN or ±Inf: the exponent field all ones.
+fn nonfinite(g: f32) -> bool {
+    return (bitcast<u32>(g) & EXPONENT) == EXPONENT;
+}
 
 fn linear(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid.x;
@@ -77,7 +95,11 @@ fn sgd(
         return;
     }
     let w = param[i];
-    let g = grad[i] + sp.weight_decay * w;
+    let raw = grad[i];
+    if (COUNT_NONFINITE && nonfinite(raw)) {
+        atomicAdd(&counts_sgd[sp.nonfinite_slot], 1u);
+    }
+    let g = raw + sp.weight_decay * w;
     param[i] = w - sp.lr * g;
 }
 
@@ -92,7 +114,11 @@ fn sgd_momentum(
         return;
     }
     let w = param[i];
-    var g = grad[i] + sp.weight_decay * w;
+    let raw = grad[i];
+    if (COUNT_NONFINITE && nonfinite(raw)) {
+        atomicAdd(&counts_momentum[sp.nonfinite_slot], 1u);
+    }
+    var g = raw + sp.weight_decay * w;
     var b = g;
     if (sp.first_step == 0u) {
         b = sp.momentum * buf[i] + (1.0 - sp.dampening) * g;
@@ -118,6 +144,9 @@ fn adam(
     }
     var w = param[i];
     var g = grad[i];
+    if (COUNT_NONFINITE && nonfinite(g)) {
+        atomicAdd(&counts_adam[ap.nonfinite_slot], 1u);
+    }
     if (DECOUPLED) {
         w = w * (1.0 - ap.lr * ap.weight_decay);
     } else {

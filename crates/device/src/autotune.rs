@@ -189,8 +189,9 @@ impl Autotuner {
     ///
     /// `validate(v)` checks a variant against the reference on a small input (called at
     /// most once per `validation_key(v)` and process); `time(v)` runs it once on the real
-    /// shape and returns its time. A candidate that fails either is skipped; if all fail,
-    /// the heuristic choice stands.
+    /// shape and returns its time (`beat`: the best time so far). A candidate that fails
+    /// either is skipped; if all fail, the heuristic choice stands. The two fastest are
+    /// timed a second time and keep the better of their two times.
     #[allow(clippy::too_many_arguments)]
     pub fn choose<V: Copy + Display + PartialEq>(
         &self,
@@ -213,7 +214,7 @@ impl Autotuner {
             }
         }
         let started = Instant::now();
-        let mut best: Option<(V, Duration)> = None;
+        let mut timed: Vec<(V, Duration)> = Vec::new();
         for &v in candidates {
             let vkey = format!("{kernel}\t{v}\t{}", validation_key(v));
             let known = self.lock().validated.get(&vkey).copied();
@@ -238,13 +239,21 @@ impl Autotuner {
             if !valid {
                 continue;
             }
-            match time(v, best.map(|b| b.1)) {
-                Ok(t) if best.is_none_or(|(_, bt)| t < bt) => best = Some((v, t)),
-                Ok(_) => {}
+            let beat = timed.iter().map(|t: &(V, Duration)| t.1).min();
+            match time(v, beat) {
+                Ok(t) => timed.push((v, t)),
                 Err(e) => eprintln!("wgtrain: autotune: {kernel} variant {v} on {shape}: {e}"),
             }
         }
-        let Some((winner, t)) = best else {
+        // A shared machine's load comes and goes: the two fastest are timed once more,
+        // in the other order, and each keeps its better time.
+        timed.sort_by_key(|t| t.1);
+        for i in (0..timed.len().min(2)).rev() {
+            if let Ok(again) = time(timed[i].0, None) {
+                timed[i].1 = timed[i].1.min(again);
+            }
+        }
+        let Some(&(winner, t)) = timed.iter().min_by_key(|t| t.1) else {
             return heuristic;
         };
         if log::enabled(log::Level::Info) {

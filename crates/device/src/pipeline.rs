@@ -369,6 +369,23 @@ impl<'a> DispatchBuilder<'a> {
         }
     }
 
+    /// [`DispatchBuilder::write`] of an optional buffer: the placeholder when absent (for
+    /// a binding the specialisation never touches).
+    pub fn write_opt(
+        self,
+        name: &'static str,
+        buffer: Option<&'a wgpu::Buffer>,
+        elems: u64,
+    ) -> Self {
+        match buffer {
+            Some(b) => self.write(name, b, elems),
+            None => {
+                let placeholder = &self.gpu.placeholder;
+                self.write(name, placeholder, 0)
+            }
+        }
+    }
+
     /// A read-write storage buffer of at least `elems` 4-byte elements.
     pub fn write(mut self, name: &'static str, buffer: &'a wgpu::Buffer, elems: u64) -> Self {
         self.bindings.push(Binding {

@@ -272,3 +272,78 @@ fn bad_params_are_errors_not_panics() {
         .to_string();
     expect(wrong, &["uniform buffer of 32 bytes"]);
 }
+
+/// With a non-finite slot, every update counts its gradient's NaN and ±Inf elements into
+/// that slot of a shared counts buffer (after the step of many updates), and updates
+/// exactly as without counting.
+#[test]
+fn updates_count_nonfinite_gradient_elements() {
+    let n = 1000usize;
+    let mut rng = Rng::new(77);
+    let mut grad = rng.vec(n);
+    for (i, bad) in [
+        (3, f32::NAN),
+        (400, f32::INFINITY),
+        (999, f32::NEG_INFINITY),
+    ] {
+        grad[i] = bad;
+    }
+    let clean = rng.vec(n);
+    // Three updates, counting into slots 2, 0 and 1 of one buffer.
+    let counts = upload_u32(&[5, 5, 5]);
+    gpu().write(&counts, &[0u32, 0, 0]);
+    let sgd = Sgd {
+        nonfinite_slot: Some(2),
+        ..Sgd::new(n as u32, 0.1)
+    };
+    let momentum = Sgd {
+        nonfinite_slot: Some(0),
+        ..Sgd::new(n as u32, 0.1).with_momentum(0.9)
+    };
+    let adam = Adam {
+        nonfinite_slot: Some(1),
+        ..Adam::adamw(n as u32, 0.01)
+    };
+    let (p1, p2, p3) = (
+        upload(&rng.vec(n)),
+        upload(&rng.vec(n)),
+        upload(&rng.vec(n)),
+    );
+    let (g_bad, g_clean) = (upload(&grad), upload(&clean));
+    let (buf, m, v) = (output(n), output(n), output(n));
+    let d1 = sgd
+        .prepare_counting(gpu(), &p1, &g_bad, None, Some(&counts))
+        .unwrap();
+    let d2 = momentum
+        .prepare_counting(gpu(), &p2, &g_clean, Some(&buf), Some(&counts))
+        .unwrap();
+    let d3 = adam
+        .prepare_counting(gpu(), &p3, &g_bad, &m, &v, Some(&counts))
+        .unwrap();
+    run(&[&d1, &d2, &d3]);
+    let got: Vec<u32> = gpu().download(&counts, 3).unwrap();
+    assert_eq!(got, vec![0, 3, 3]);
+
+    // The counting update computes what the plain one does.
+    let clean_param = rng.vec(n);
+    let (a, b) = (upload(&clean_param), upload(&clean_param));
+    let counting = Sgd {
+        nonfinite_slot: Some(0),
+        ..Sgd::new(n as u32, 0.1).with_weight_decay(0.01)
+    };
+    let plain = Sgd::new(n as u32, 0.1).with_weight_decay(0.01);
+    let da = counting
+        .prepare_counting(gpu(), &a, &g_clean, None, Some(&counts))
+        .unwrap();
+    let db = plain.prepare(gpu(), &b, &g_clean, None).unwrap();
+    run(&[&da, &db]);
+    assert_eq!(download(&a, n), download(&b, n));
+
+    // A slot without a buffer (or the reverse) is an error, not a panic.
+    assert!(counting.prepare(gpu(), &a, &g_clean, None).is_err());
+    assert!(
+        plain
+            .prepare_counting(gpu(), &a, &g_clean, None, Some(&counts))
+            .is_err()
+    );
+}

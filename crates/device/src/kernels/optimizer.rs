@@ -48,6 +48,9 @@ pub struct Sgd {
     pub dampening: f32,
     pub weight_decay: f32,
     pub nesterov: bool,
+    /// Also count the gradient's NaN and ±Inf elements into this slot of a counts
+    /// buffer ([`Sgd::prepare_counting`]).
+    pub nonfinite_slot: Option<u32>,
 }
 
 /// `torch.optim.Adam` (weight decay added to the gradient) or, when `decoupled`,
@@ -63,6 +66,9 @@ pub struct Adam {
     pub eps: f32,
     pub weight_decay: f32,
     pub decoupled: bool,
+    /// Also count the gradient's NaN and ±Inf elements into this slot of a counts
+    /// buffer ([`Adam::prepare_counting`]).
+    pub nonfinite_slot: Option<u32>,
 }
 
 #[repr(C)]
@@ -74,7 +80,8 @@ struct SgdParams {
     dampening: f32,
     weight_decay: f32,
     first_step: u32,
-    pad: [u32; 2],
+    nonfinite_slot: u32,
+    pad: u32,
 }
 
 #[repr(C)]
@@ -89,7 +96,21 @@ struct AdamParams {
     weight_decay: f32,
     bias_correction1: f32,
     bias_correction2_sqrt: f32,
-    pad: [u32; 3],
+    nonfinite_slot: u32,
+    pad: [u32; 2],
+}
+
+fn check_counts(slot: Option<u32>, counts: Option<&wgpu::Buffer>, what: &str) -> Result<()> {
+    ensure(slot.is_some() == counts.is_some(), KERNEL, || {
+        format!(
+            "{what}: non-finite slot {slot:?} but a counts buffer was {}",
+            if counts.is_some() {
+                "given"
+            } else {
+                "not given"
+            }
+        )
+    })
 }
 
 fn check_lr(lr: f32, what: &str) -> Result<()> {
@@ -148,6 +169,7 @@ impl Sgd {
             dampening: 0.0,
             weight_decay: 0.0,
             nesterov: false,
+            nonfinite_slot: None,
         }
     }
 
@@ -231,7 +253,8 @@ impl Sgd {
             dampening: self.dampening,
             weight_decay: self.weight_decay,
             first_step: (step == 1) as u32,
-            pad: [0; 2],
+            nonfinite_slot: self.nonfinite_slot.unwrap_or(0),
+            pad: 0,
         })
     }
 
@@ -249,7 +272,22 @@ impl Sgd {
         grad: &wgpu::Buffer,
         momentum_buf: Option<&wgpu::Buffer>,
     ) -> Result<Dispatch> {
+        self.prepare_counting(gpu, param, grad, momentum_buf, None)
+    }
+
+    /// [`Sgd::prepare`] that also counts the gradient's non-finite elements into
+    /// `counts[nonfinite_slot]` (atomic adds; clear the slot before the step). `counts`
+    /// is required exactly when [`Sgd::nonfinite_slot`] is set.
+    pub fn prepare_counting(
+        &self,
+        gpu: &Gpu,
+        param: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+        momentum_buf: Option<&wgpu::Buffer>,
+        counts: Option<&wgpu::Buffer>,
+    ) -> Result<Dispatch> {
         self.check()?;
+        check_counts(self.nonfinite_slot, counts, "SGD")?;
         let with_momentum = self.momentum != 0.0;
         ensure(with_momentum == momentum_buf.is_some(), KERNEL, || {
             format!(
@@ -274,7 +312,10 @@ impl Sgd {
         if let Some(buf) = momentum_buf {
             b = b.write("momentum_buf", buf, n);
         }
-        b.build(grid(gpu, self.count))
+        let slots = self.nonfinite_slot.map_or(0, |s| s as u64 + 1);
+        b.flag("COUNT_NONFINITE", self.nonfinite_slot.is_some())
+            .write_opt("counts", counts, slots)
+            .build(grid(gpu, self.count))
     }
 }
 
@@ -289,6 +330,7 @@ impl Adam {
             eps: 1e-8,
             weight_decay: 0.0,
             decoupled: false,
+            nonfinite_slot: None,
         }
     }
 
@@ -369,7 +411,8 @@ impl Adam {
             weight_decay: self.weight_decay,
             bias_correction1: (1.0 - (self.beta1 as f64).powi(t)) as f32,
             bias_correction2_sqrt: (1.0 - (self.beta2 as f64).powi(t)).sqrt() as f32,
-            pad: [0; 3],
+            nonfinite_slot: self.nonfinite_slot.unwrap_or(0),
+            pad: [0; 2],
         })
     }
 
@@ -388,7 +431,22 @@ impl Adam {
         exp_avg: &wgpu::Buffer,
         exp_avg_sq: &wgpu::Buffer,
     ) -> Result<Dispatch> {
+        self.prepare_counting(gpu, param, grad, exp_avg, exp_avg_sq, None)
+    }
+
+    /// [`Adam::prepare`] that also counts the gradient's non-finite elements into
+    /// `counts[nonfinite_slot]` (see [`Sgd::prepare_counting`]).
+    pub fn prepare_counting(
+        &self,
+        gpu: &Gpu,
+        param: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+        exp_avg: &wgpu::Buffer,
+        exp_avg_sq: &wgpu::Buffer,
+        counts: Option<&wgpu::Buffer>,
+    ) -> Result<Dispatch> {
         self.check()?;
+        check_counts(self.nonfinite_slot, counts, self.name())?;
         let params = self.params(1, self.lr)?;
         let n = self.count as u64;
         DispatchBuilder::new(gpu, shaders::OPTIMIZER, "adam")
@@ -399,6 +457,12 @@ impl Adam {
             .read("grad", grad, n)
             .write("exp_avg", exp_avg, n)
             .write("exp_avg_sq", exp_avg_sq, n)
+            .flag("COUNT_NONFINITE", self.nonfinite_slot.is_some())
+            .write_opt(
+                "counts",
+                counts,
+                self.nonfinite_slot.map_or(0, |s| s as u64 + 1),
+            )
             .build(grid(gpu, self.count))
     }
 }

@@ -14,12 +14,23 @@ use crate::tensor::{DType, TensorType};
 
 /// Inputs: `k` f32 tensors. Output: `counts [k]` u32, `counts[i]` = the number of NaN
 /// and ±Inf elements of input `i`.
+///
+/// `fused`: the node only clears the counts, and the optimizer updates that read the
+/// inputs anyway count them ([`Update::nonfinite_slot`](crate::ops::optim::Update)),
+/// saving a pass over every gradient. The inputs stay, so the node still comes after
+/// the gradients.
 #[derive(Debug, Clone, Copy)]
-pub struct CountNonFinite;
+pub struct CountNonFinite {
+    pub fused: bool,
+}
 
 impl Op for CountNonFinite {
     fn name(&self) -> &'static str {
-        "count_nonfinite"
+        if self.fused {
+            "clear_nonfinite_counts"
+        } else {
+            "count_nonfinite"
+        }
     }
 
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>, String> {
@@ -39,6 +50,9 @@ impl Op for CountNonFinite {
         let slots = ctx.inputs.len() as u32;
         let mut out = Vec::with_capacity(ctx.inputs.len() + 1);
         out.push(ClearCounts { slots }.prepare(ctx.gpu, counts)?);
+        if self.fused {
+            return Ok(out);
+        }
         for (i, (ty, buf)) in ctx.inputs.iter().zip(ctx.in_bufs).enumerate() {
             let k = CountKernel {
                 count: ty.len() as u32,

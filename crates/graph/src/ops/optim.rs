@@ -13,7 +13,7 @@ use crate::op::{LowerCtx, Mode, Op, StepInfo, expect};
 use crate::ops::clip::{ClipGrad, GradNorm};
 use crate::ops::finite::CountNonFinite;
 use crate::ops::loss::CORRECT;
-use crate::tensor::{TensorType, Value};
+use crate::tensor::{DType, TensorType, Value};
 
 /// An optimizer and its hyper-parameters (PyTorch's semantics and defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,10 +80,14 @@ impl Optimizer {
 }
 
 /// The in-place update of one parameter. Inputs: `param`, `grad`, then the optimizer
-/// state (SGD: the momentum buffer when momentum ≠ 0; Adam: `exp_avg`, `exp_avg_sq`).
+/// state (SGD: the momentum buffer when momentum ≠ 0; Adam: `exp_avg`, `exp_avg_sq`),
+/// then, with a `nonfinite_slot`, the `[k]` u32 counts of a fused
+/// [`CountNonFinite`], into whose slot the update counts the gradient's NaN and ±Inf
+/// elements.
 #[derive(Debug, Clone, Copy)]
 pub struct Update {
     pub optimizer: Optimizer,
+    pub nonfinite_slot: Option<u32>,
 }
 
 impl Update {
@@ -101,6 +105,7 @@ impl Update {
                 dampening,
                 weight_decay,
                 nesterov,
+                nonfinite_slot: self.nonfinite_slot,
             }),
             Optimizer::Adam { .. } => None,
         }
@@ -122,6 +127,7 @@ impl Update {
                 eps,
                 weight_decay,
                 decoupled,
+                nonfinite_slot: self.nonfinite_slot,
             }),
             Optimizer::Sgd { .. } => None,
         }
@@ -135,7 +141,18 @@ impl Op for Update {
 
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>, String> {
         let param = inputs[0];
-        for t in &inputs[1..] {
+        let tensors = match self.nonfinite_slot {
+            Some(slot) => {
+                let counts = inputs[inputs.len() - 1];
+                expect(
+                    counts.dtype == DType::U32 && counts.len() > slot as usize,
+                    || format!("non-finite counts {counts} have no slot {slot}"),
+                )?;
+                &inputs[1..inputs.len() - 1]
+            }
+            None => &inputs[1..],
+        };
+        for t in tensors {
             expect(*t == param, || format!("parameter {param} and {t} differ"))?;
         }
         Ok(Vec::new())
@@ -143,11 +160,17 @@ impl Op for Update {
 
     fn lower(&self, ctx: &LowerCtx<'_>) -> Result<Vec<Dispatch>> {
         let count = ctx.inputs[0].len() as u32;
-        let b = ctx.in_bufs;
+        let (b, counts) = match self.nonfinite_slot {
+            Some(_) => {
+                let (last, rest) = ctx.in_bufs.split_last().expect("infer saw the counts");
+                (rest, Some(*last))
+            }
+            None => (ctx.in_bufs, None),
+        };
         let d = if let Some(k) = self.sgd(count) {
-            k.prepare(ctx.gpu, b[0], b[1], b.get(2).copied())?
+            k.prepare_counting(ctx.gpu, b[0], b[1], b.get(2).copied(), counts)?
         } else if let Some(k) = self.adam(count) {
-            k.prepare(ctx.gpu, b[0], b[1], b[2], b[3])?
+            k.prepare_counting(ctx.gpu, b[0], b[1], b[2], b[3], counts)?
         } else {
             unreachable!("every optimizer is SGD or Adam")
         };
@@ -239,7 +262,11 @@ impl Graph {
         // Before clipping: the check must see the raw gradients, and it must be
         // scheduled before the in-place clip overwrites them.
         let raw: Vec<Value> = applied.iter().map(|&(_, g)| g).collect();
-        let nonfinite = self.apply1(CountNonFinite, &raw)?;
+        // Without clipping the updates read the raw gradients, so they count them too
+        // (one pass over the gradients fewer); clipping rewrites them first, so there a
+        // pass of its own counts them.
+        let fused = clip_grad_norm.is_none();
+        let nonfinite = self.apply1(CountNonFinite { fused }, &raw)?;
         if let Some(max_norm) = clip_grad_norm {
             let grads: Vec<Value> = applied.iter().map(|&(_, g)| g).collect();
             let norms = self.apply(GradNorm { max_norm }, &grads)?[0];
@@ -248,7 +275,7 @@ impl Graph {
             }
         }
         let mut updates = Vec::with_capacity(applied.len());
-        for &(var, grad) in &applied {
+        for (slot, &(var, grad)) in applied.iter().enumerate() {
             let (name, ty, param) = {
                 let v = &self.variables[var];
                 (v.name.clone(), v.ty.clone(), v.value)
@@ -262,7 +289,17 @@ impl Graph {
             for s in state_names {
                 inputs.push(self.optimizer_state(&format!("{name}.{s}"), ty.clone())?);
             }
-            self.apply(Update { optimizer }, &inputs)?;
+            let nonfinite_slot = fused.then_some(slot as u32);
+            if fused {
+                inputs.push(nonfinite);
+            }
+            self.apply(
+                Update {
+                    optimizer,
+                    nonfinite_slot,
+                },
+                &inputs,
+            )?;
             updates.push(self.nodes.len() - 1);
         }
         let loss_node = self.producer(loss);
