@@ -37,6 +37,14 @@
 // `conv2d_backward_filter_taps_sg{TM}` is conv2d_backward_filter_sg for Cg % 4 != 0: each
 // lane's 4 columns are 4 consecutive flattened taps (r, s, c), each loaded as a scalar.
 // Requires Kg % 4 == 0.
+//
+// `conv2d_backward_data_phase_sg{TM}` is conv2d_backward_data_sg for strides > 1, split
+// into stride phases: phase (a, b) holds the dx pixels (a + stride_h·i, b + stride_w·j),
+// and exactly the taps r = r0 + stride_h·t, s = s0 + stride_w·u reach them, from dy
+// pixel (i + off_h - t, j + off_w - u): a stride-1 problem with no tap wasted. The phase
+// is the workgroup's (x = (phase · G + group) · col_tiles + column tile), so its loops are
+// uniform. Requires dilation 1, Cg % 4 == 0 and Kg % 4 == 0; rows are sized for phase
+// (0, 0), the largest, and rows past a phase's end return.
 
 struct Params {
     n: u32,
@@ -200,6 +208,85 @@ fn x_tap(img: u32, ih: i32, iw: i32, ch: u32, ok: bool) -> f32 {
     let h = u32(clamp(ih, 0, i32(p.h) - 1));
     let w = u32(clamp(iw, 0, i32(p.w) - 1));
     return select(0.0, xs[((img * p.h + h) * p.w + w) * p.c + ch], inside);
+}
+
+// One stride phase of backward-data (see the header): its dx pixels, the taps that
+// reach them, and the offset from a phase pixel (i, j) to the dy pixel of tap (0, 0).
+struct Phase {
+    a: u32,
+    b: u32,
+    hs: u32,
+    ws: u32,
+    r0: u32,
+    s0: u32,
+    rt: u32,
+    st: u32,
+    off_h: u32,
+    off_w: u32,
+    rows: u32,
+}
+
+fn phase_of(index: u32) -> Phase {
+    var ph: Phase;
+    ph.a = index / p.stride_w;
+    ph.b = index % p.stride_w;
+    ph.hs = select(0u, (p.h - ph.a + p.stride_h - 1u) / p.stride_h, ph.a < p.h);
+    ph.ws = select(0u, (p.w - ph.b + p.stride_w - 1u) / p.stride_w, ph.b < p.w);
+    ph.r0 = (ph.a + p.pad_h) % p.stride_h;
+    ph.s0 = (ph.b + p.pad_w) % p.stride_w;
+    ph.rt = select(0u, (p.r - ph.r0 + p.stride_h - 1u) / p.stride_h, ph.r0 < p.r);
+    ph.st = select(0u, (p.s - ph.s0 + p.stride_w - 1u) / p.stride_w, ph.s0 < p.s);
+    ph.off_h = (ph.a + p.pad_h - ph.r0) / p.stride_h;
+    ph.off_w = (ph.b + p.pad_w - ph.s0) / p.stride_w;
+    ph.rows = p.n * ph.hs * ph.ws;
+    return ph;
+}
+
+// Phase row `row` as (image, i, j); rows past the end clamp to the last (ph.rows > 0).
+fn phase_at(ph: Phase, row: u32) -> vec3<u32> {
+    let r = min(row, ph.rows - 1u);
+    return vec3<u32>(r / (ph.ws * ph.hs), (r / ph.ws) % ph.hs, r % ph.ws);
+}
+
+// The phase row after `at`.
+fn phase_next(ph: Phase, at: vec3<u32>) -> vec3<u32> {
+    var n = vec3<u32>(at.x, at.y, at.z + 1u);
+    if (n.z == ph.ws) {
+        n.z = 0u;
+        n.y += 1u;
+        if (n.y == ph.hs) {
+            n.y = 0u;
+            n.x += 1u;
+        }
+    }
+    return n;
+}
+
+// A phase row's image and the dy position it meets through tap (0, 0), as `dy_tap` takes.
+fn phase_pixel(ph: Phase, row: u32) -> Pixel {
+    let at = phase_at(ph, row);
+    return Pixel(at.x, i32(at.y + ph.off_h), i32(at.z + ph.off_w));
+}
+
+// dx at phase row `row` (position `at`), 4 channels from col0; rows and channels past
+// the end are skipped.
+fn store_dx_phase4(ph: Phase, row: u32, at: vec3<u32>, col0: u32, group: u32, v: vec4<f32>) {
+    if (row >= ph.rows) {
+        return;
+    }
+    let h = ph.a + p.stride_h * at.y;
+    let w = ph.b + p.stride_w * at.z;
+    let base = ((at.x * p.h + h) * p.w + w) * p.c + group * p.cg;
+    for (var t = 0u; t < 4u; t++) {
+        let col = col0 + t;
+        if (col < p.cg) {
+            var x = v[t];
+            if (ACCUMULATE) {
+                x += dx[base + col];
+            }
+            dx[base + col] = x;
+        }
+    }
 }
 
 // The output pixel after `c` = (image, p, q), in N·P·Q order.
@@ -2176,4 +2263,404 @@ fn conv2d_backward_filter_taps_sg32(
     store_dw4(row0 + 29u, col0, group, acc29);
     store_dw4(row0 + 30u, col0, group, acc30);
     store_dw4(row0 + 31u, col0, group, acc31);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_backward_data_phase_sg8(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let gp = wid.x / p.col_tiles;
+    let group = gp % p.groups;
+    let ph = phase_of(gp / p.groups);
+    let col0 = (wid.x % p.col_tiles) * 32u + lane * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 8u;
+    // Uniform over the subgroup: a tile past this phase's rows has nothing to do.
+    if (row0 >= ph.rows) {
+        return;
+    }
+    let kg4 = p.kg / 4u;
+    let cg4 = p.cg / 4u;
+    // weight[k, r, s, c] in vec4 units: this lane's 4 channels, and the step per k.
+    let c4 = min(col0, p.cg - 4u) / 4u;
+    let k_step = p.r * p.s * cg4;
+    let k_first = group * p.kg * k_step + c4;
+    let px0 = phase_pixel(ph, row0 + 0u + lane);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    for (var tr = 0u; tr < ph.rt; tr++) {
+        for (var ts = 0u; ts < ph.st; ts++) {
+            let t0 = dy_tap(px0, tr, ts, group);
+            let wt = k_first + ((ph.r0 + p.stride_h * tr) * p.s + ph.s0 + p.stride_w * ts) * cg4;
+            for (var kc = 0u; kc < kg4; kc++) {
+                let at = wt + kc * 4u * k_step;
+                let bm = mat4x4<f32>(w4[at], w4[at + k_step], w4[at + 2u * k_step], w4[at + 3u * k_step]);
+                let av0 = select(vec4<f32>(0.0), dy4[t0.x + kc], t0.y != 0u);
+                let r0 = subgroupBroadcast(av0, 0u);
+                acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+                let r1 = subgroupBroadcast(av0, 1u);
+                acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+                let r2 = subgroupBroadcast(av0, 2u);
+                acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+                let r3 = subgroupBroadcast(av0, 3u);
+                acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+                let r4 = subgroupBroadcast(av0, 4u);
+                acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+                let r5 = subgroupBroadcast(av0, 5u);
+                acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+                let r6 = subgroupBroadcast(av0, 6u);
+                acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+                let r7 = subgroupBroadcast(av0, 7u);
+                acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+            }
+        }
+    }
+    var at = phase_at(ph, row0);
+    store_dx_phase4(ph, row0 + 0u, at, col0, group, acc0);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 1u, at, col0, group, acc1);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 2u, at, col0, group, acc2);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 3u, at, col0, group, acc3);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 4u, at, col0, group, acc4);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 5u, at, col0, group, acc5);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 6u, at, col0, group, acc6);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 7u, at, col0, group, acc7);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_backward_data_phase_sg16(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let gp = wid.x / p.col_tiles;
+    let group = gp % p.groups;
+    let ph = phase_of(gp / p.groups);
+    let col0 = (wid.x % p.col_tiles) * 32u + lane * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 16u;
+    // Uniform over the subgroup: a tile past this phase's rows has nothing to do.
+    if (row0 >= ph.rows) {
+        return;
+    }
+    let kg4 = p.kg / 4u;
+    let cg4 = p.cg / 4u;
+    // weight[k, r, s, c] in vec4 units: this lane's 4 channels, and the step per k.
+    let c4 = min(col0, p.cg - 4u) / 4u;
+    let k_step = p.r * p.s * cg4;
+    let k_first = group * p.kg * k_step + c4;
+    let px0 = phase_pixel(ph, row0 + 0u + lane);
+    let px1 = phase_pixel(ph, row0 + 8u + lane);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var acc8 = vec4<f32>(0.0);
+    var acc9 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0);
+    var acc11 = vec4<f32>(0.0);
+    var acc12 = vec4<f32>(0.0);
+    var acc13 = vec4<f32>(0.0);
+    var acc14 = vec4<f32>(0.0);
+    var acc15 = vec4<f32>(0.0);
+    for (var tr = 0u; tr < ph.rt; tr++) {
+        for (var ts = 0u; ts < ph.st; ts++) {
+            let t0 = dy_tap(px0, tr, ts, group);
+            let t1 = dy_tap(px1, tr, ts, group);
+            let wt = k_first + ((ph.r0 + p.stride_h * tr) * p.s + ph.s0 + p.stride_w * ts) * cg4;
+            for (var kc = 0u; kc < kg4; kc++) {
+                let at = wt + kc * 4u * k_step;
+                let bm = mat4x4<f32>(w4[at], w4[at + k_step], w4[at + 2u * k_step], w4[at + 3u * k_step]);
+                let av0 = select(vec4<f32>(0.0), dy4[t0.x + kc], t0.y != 0u);
+                let av1 = select(vec4<f32>(0.0), dy4[t1.x + kc], t1.y != 0u);
+                let r0 = subgroupBroadcast(av0, 0u);
+                acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+                let r1 = subgroupBroadcast(av0, 1u);
+                acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+                let r2 = subgroupBroadcast(av0, 2u);
+                acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+                let r3 = subgroupBroadcast(av0, 3u);
+                acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+                let r4 = subgroupBroadcast(av0, 4u);
+                acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+                let r5 = subgroupBroadcast(av0, 5u);
+                acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+                let r6 = subgroupBroadcast(av0, 6u);
+                acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+                let r7 = subgroupBroadcast(av0, 7u);
+                acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+                let r8 = subgroupBroadcast(av1, 0u);
+                acc8 = fma(vec4(r8.x), bm[0], fma(vec4(r8.y), bm[1], fma(vec4(r8.z), bm[2], fma(vec4(r8.w), bm[3], acc8))));
+                let r9 = subgroupBroadcast(av1, 1u);
+                acc9 = fma(vec4(r9.x), bm[0], fma(vec4(r9.y), bm[1], fma(vec4(r9.z), bm[2], fma(vec4(r9.w), bm[3], acc9))));
+                let r10 = subgroupBroadcast(av1, 2u);
+                acc10 = fma(vec4(r10.x), bm[0], fma(vec4(r10.y), bm[1], fma(vec4(r10.z), bm[2], fma(vec4(r10.w), bm[3], acc10))));
+                let r11 = subgroupBroadcast(av1, 3u);
+                acc11 = fma(vec4(r11.x), bm[0], fma(vec4(r11.y), bm[1], fma(vec4(r11.z), bm[2], fma(vec4(r11.w), bm[3], acc11))));
+                let r12 = subgroupBroadcast(av1, 4u);
+                acc12 = fma(vec4(r12.x), bm[0], fma(vec4(r12.y), bm[1], fma(vec4(r12.z), bm[2], fma(vec4(r12.w), bm[3], acc12))));
+                let r13 = subgroupBroadcast(av1, 5u);
+                acc13 = fma(vec4(r13.x), bm[0], fma(vec4(r13.y), bm[1], fma(vec4(r13.z), bm[2], fma(vec4(r13.w), bm[3], acc13))));
+                let r14 = subgroupBroadcast(av1, 6u);
+                acc14 = fma(vec4(r14.x), bm[0], fma(vec4(r14.y), bm[1], fma(vec4(r14.z), bm[2], fma(vec4(r14.w), bm[3], acc14))));
+                let r15 = subgroupBroadcast(av1, 7u);
+                acc15 = fma(vec4(r15.x), bm[0], fma(vec4(r15.y), bm[1], fma(vec4(r15.z), bm[2], fma(vec4(r15.w), bm[3], acc15))));
+            }
+        }
+    }
+    var at = phase_at(ph, row0);
+    store_dx_phase4(ph, row0 + 0u, at, col0, group, acc0);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 1u, at, col0, group, acc1);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 2u, at, col0, group, acc2);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 3u, at, col0, group, acc3);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 4u, at, col0, group, acc4);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 5u, at, col0, group, acc5);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 6u, at, col0, group, acc6);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 7u, at, col0, group, acc7);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 8u, at, col0, group, acc8);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 9u, at, col0, group, acc9);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 10u, at, col0, group, acc10);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 11u, at, col0, group, acc11);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 12u, at, col0, group, acc12);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 13u, at, col0, group, acc13);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 14u, at, col0, group, acc14);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 15u, at, col0, group, acc15);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_backward_data_phase_sg32(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let gp = wid.x / p.col_tiles;
+    let group = gp % p.groups;
+    let ph = phase_of(gp / p.groups);
+    let col0 = (wid.x % p.col_tiles) * 32u + lane * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 32u;
+    // Uniform over the subgroup: a tile past this phase's rows has nothing to do.
+    if (row0 >= ph.rows) {
+        return;
+    }
+    let kg4 = p.kg / 4u;
+    let cg4 = p.cg / 4u;
+    // weight[k, r, s, c] in vec4 units: this lane's 4 channels, and the step per k.
+    let c4 = min(col0, p.cg - 4u) / 4u;
+    let k_step = p.r * p.s * cg4;
+    let k_first = group * p.kg * k_step + c4;
+    let px0 = phase_pixel(ph, row0 + 0u + lane);
+    let px1 = phase_pixel(ph, row0 + 8u + lane);
+    let px2 = phase_pixel(ph, row0 + 16u + lane);
+    let px3 = phase_pixel(ph, row0 + 24u + lane);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var acc8 = vec4<f32>(0.0);
+    var acc9 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0);
+    var acc11 = vec4<f32>(0.0);
+    var acc12 = vec4<f32>(0.0);
+    var acc13 = vec4<f32>(0.0);
+    var acc14 = vec4<f32>(0.0);
+    var acc15 = vec4<f32>(0.0);
+    var acc16 = vec4<f32>(0.0);
+    var acc17 = vec4<f32>(0.0);
+    var acc18 = vec4<f32>(0.0);
+    var acc19 = vec4<f32>(0.0);
+    var acc20 = vec4<f32>(0.0);
+    var acc21 = vec4<f32>(0.0);
+    var acc22 = vec4<f32>(0.0);
+    var acc23 = vec4<f32>(0.0);
+    var acc24 = vec4<f32>(0.0);
+    var acc25 = vec4<f32>(0.0);
+    var acc26 = vec4<f32>(0.0);
+    var acc27 = vec4<f32>(0.0);
+    var acc28 = vec4<f32>(0.0);
+    var acc29 = vec4<f32>(0.0);
+    var acc30 = vec4<f32>(0.0);
+    var acc31 = vec4<f32>(0.0);
+    for (var tr = 0u; tr < ph.rt; tr++) {
+        for (var ts = 0u; ts < ph.st; ts++) {
+            let t0 = dy_tap(px0, tr, ts, group);
+            let t1 = dy_tap(px1, tr, ts, group);
+            let t2 = dy_tap(px2, tr, ts, group);
+            let t3 = dy_tap(px3, tr, ts, group);
+            let wt = k_first + ((ph.r0 + p.stride_h * tr) * p.s + ph.s0 + p.stride_w * ts) * cg4;
+            for (var kc = 0u; kc < kg4; kc++) {
+                let at = wt + kc * 4u * k_step;
+                let bm = mat4x4<f32>(w4[at], w4[at + k_step], w4[at + 2u * k_step], w4[at + 3u * k_step]);
+                let av0 = select(vec4<f32>(0.0), dy4[t0.x + kc], t0.y != 0u);
+                let av1 = select(vec4<f32>(0.0), dy4[t1.x + kc], t1.y != 0u);
+                let av2 = select(vec4<f32>(0.0), dy4[t2.x + kc], t2.y != 0u);
+                let av3 = select(vec4<f32>(0.0), dy4[t3.x + kc], t3.y != 0u);
+                let r0 = subgroupBroadcast(av0, 0u);
+                acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+                let r1 = subgroupBroadcast(av0, 1u);
+                acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+                let r2 = subgroupBroadcast(av0, 2u);
+                acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+                let r3 = subgroupBroadcast(av0, 3u);
+                acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+                let r4 = subgroupBroadcast(av0, 4u);
+                acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+                let r5 = subgroupBroadcast(av0, 5u);
+                acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+                let r6 = subgroupBroadcast(av0, 6u);
+                acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+                let r7 = subgroupBroadcast(av0, 7u);
+                acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+                let r8 = subgroupBroadcast(av1, 0u);
+                acc8 = fma(vec4(r8.x), bm[0], fma(vec4(r8.y), bm[1], fma(vec4(r8.z), bm[2], fma(vec4(r8.w), bm[3], acc8))));
+                let r9 = subgroupBroadcast(av1, 1u);
+                acc9 = fma(vec4(r9.x), bm[0], fma(vec4(r9.y), bm[1], fma(vec4(r9.z), bm[2], fma(vec4(r9.w), bm[3], acc9))));
+                let r10 = subgroupBroadcast(av1, 2u);
+                acc10 = fma(vec4(r10.x), bm[0], fma(vec4(r10.y), bm[1], fma(vec4(r10.z), bm[2], fma(vec4(r10.w), bm[3], acc10))));
+                let r11 = subgroupBroadcast(av1, 3u);
+                acc11 = fma(vec4(r11.x), bm[0], fma(vec4(r11.y), bm[1], fma(vec4(r11.z), bm[2], fma(vec4(r11.w), bm[3], acc11))));
+                let r12 = subgroupBroadcast(av1, 4u);
+                acc12 = fma(vec4(r12.x), bm[0], fma(vec4(r12.y), bm[1], fma(vec4(r12.z), bm[2], fma(vec4(r12.w), bm[3], acc12))));
+                let r13 = subgroupBroadcast(av1, 5u);
+                acc13 = fma(vec4(r13.x), bm[0], fma(vec4(r13.y), bm[1], fma(vec4(r13.z), bm[2], fma(vec4(r13.w), bm[3], acc13))));
+                let r14 = subgroupBroadcast(av1, 6u);
+                acc14 = fma(vec4(r14.x), bm[0], fma(vec4(r14.y), bm[1], fma(vec4(r14.z), bm[2], fma(vec4(r14.w), bm[3], acc14))));
+                let r15 = subgroupBroadcast(av1, 7u);
+                acc15 = fma(vec4(r15.x), bm[0], fma(vec4(r15.y), bm[1], fma(vec4(r15.z), bm[2], fma(vec4(r15.w), bm[3], acc15))));
+                let r16 = subgroupBroadcast(av2, 0u);
+                acc16 = fma(vec4(r16.x), bm[0], fma(vec4(r16.y), bm[1], fma(vec4(r16.z), bm[2], fma(vec4(r16.w), bm[3], acc16))));
+                let r17 = subgroupBroadcast(av2, 1u);
+                acc17 = fma(vec4(r17.x), bm[0], fma(vec4(r17.y), bm[1], fma(vec4(r17.z), bm[2], fma(vec4(r17.w), bm[3], acc17))));
+                let r18 = subgroupBroadcast(av2, 2u);
+                acc18 = fma(vec4(r18.x), bm[0], fma(vec4(r18.y), bm[1], fma(vec4(r18.z), bm[2], fma(vec4(r18.w), bm[3], acc18))));
+                let r19 = subgroupBroadcast(av2, 3u);
+                acc19 = fma(vec4(r19.x), bm[0], fma(vec4(r19.y), bm[1], fma(vec4(r19.z), bm[2], fma(vec4(r19.w), bm[3], acc19))));
+                let r20 = subgroupBroadcast(av2, 4u);
+                acc20 = fma(vec4(r20.x), bm[0], fma(vec4(r20.y), bm[1], fma(vec4(r20.z), bm[2], fma(vec4(r20.w), bm[3], acc20))));
+                let r21 = subgroupBroadcast(av2, 5u);
+                acc21 = fma(vec4(r21.x), bm[0], fma(vec4(r21.y), bm[1], fma(vec4(r21.z), bm[2], fma(vec4(r21.w), bm[3], acc21))));
+                let r22 = subgroupBroadcast(av2, 6u);
+                acc22 = fma(vec4(r22.x), bm[0], fma(vec4(r22.y), bm[1], fma(vec4(r22.z), bm[2], fma(vec4(r22.w), bm[3], acc22))));
+                let r23 = subgroupBroadcast(av2, 7u);
+                acc23 = fma(vec4(r23.x), bm[0], fma(vec4(r23.y), bm[1], fma(vec4(r23.z), bm[2], fma(vec4(r23.w), bm[3], acc23))));
+                let r24 = subgroupBroadcast(av3, 0u);
+                acc24 = fma(vec4(r24.x), bm[0], fma(vec4(r24.y), bm[1], fma(vec4(r24.z), bm[2], fma(vec4(r24.w), bm[3], acc24))));
+                let r25 = subgroupBroadcast(av3, 1u);
+                acc25 = fma(vec4(r25.x), bm[0], fma(vec4(r25.y), bm[1], fma(vec4(r25.z), bm[2], fma(vec4(r25.w), bm[3], acc25))));
+                let r26 = subgroupBroadcast(av3, 2u);
+                acc26 = fma(vec4(r26.x), bm[0], fma(vec4(r26.y), bm[1], fma(vec4(r26.z), bm[2], fma(vec4(r26.w), bm[3], acc26))));
+                let r27 = subgroupBroadcast(av3, 3u);
+                acc27 = fma(vec4(r27.x), bm[0], fma(vec4(r27.y), bm[1], fma(vec4(r27.z), bm[2], fma(vec4(r27.w), bm[3], acc27))));
+                let r28 = subgroupBroadcast(av3, 4u);
+                acc28 = fma(vec4(r28.x), bm[0], fma(vec4(r28.y), bm[1], fma(vec4(r28.z), bm[2], fma(vec4(r28.w), bm[3], acc28))));
+                let r29 = subgroupBroadcast(av3, 5u);
+                acc29 = fma(vec4(r29.x), bm[0], fma(vec4(r29.y), bm[1], fma(vec4(r29.z), bm[2], fma(vec4(r29.w), bm[3], acc29))));
+                let r30 = subgroupBroadcast(av3, 6u);
+                acc30 = fma(vec4(r30.x), bm[0], fma(vec4(r30.y), bm[1], fma(vec4(r30.z), bm[2], fma(vec4(r30.w), bm[3], acc30))));
+                let r31 = subgroupBroadcast(av3, 7u);
+                acc31 = fma(vec4(r31.x), bm[0], fma(vec4(r31.y), bm[1], fma(vec4(r31.z), bm[2], fma(vec4(r31.w), bm[3], acc31))));
+            }
+        }
+    }
+    var at = phase_at(ph, row0);
+    store_dx_phase4(ph, row0 + 0u, at, col0, group, acc0);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 1u, at, col0, group, acc1);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 2u, at, col0, group, acc2);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 3u, at, col0, group, acc3);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 4u, at, col0, group, acc4);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 5u, at, col0, group, acc5);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 6u, at, col0, group, acc6);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 7u, at, col0, group, acc7);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 8u, at, col0, group, acc8);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 9u, at, col0, group, acc9);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 10u, at, col0, group, acc10);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 11u, at, col0, group, acc11);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 12u, at, col0, group, acc12);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 13u, at, col0, group, acc13);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 14u, at, col0, group, acc14);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 15u, at, col0, group, acc15);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 16u, at, col0, group, acc16);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 17u, at, col0, group, acc17);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 18u, at, col0, group, acc18);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 19u, at, col0, group, acc19);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 20u, at, col0, group, acc20);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 21u, at, col0, group, acc21);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 22u, at, col0, group, acc22);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 23u, at, col0, group, acc23);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 24u, at, col0, group, acc24);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 25u, at, col0, group, acc25);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 26u, at, col0, group, acc26);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 27u, at, col0, group, acc27);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 28u, at, col0, group, acc28);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 29u, at, col0, group, acc29);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 30u, at, col0, group, acc30);
+    at = phase_next(ph, at);
+    store_dx_phase4(ph, row0 + 31u, at, col0, group, acc31);
 }

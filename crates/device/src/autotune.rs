@@ -190,8 +190,9 @@ impl Autotuner {
     /// `validate(v)` checks a variant against the reference on a small input (called at
     /// most once per `validation_key(v)` and process); `time(v)` runs it once on the real
     /// shape and returns its time (`beat`: the best time so far). A candidate that fails
-    /// either is skipped; if all fail, the heuristic choice stands. The two fastest are
-    /// timed a second time and keep the better of their two times.
+    /// either is skipped (and the choice then goes to memory only, not to the file); if
+    /// all fail, the heuristic choice stands. The two fastest are timed a second time
+    /// and keep the better of their two times.
     #[allow(clippy::too_many_arguments)]
     pub fn choose<V: Copy + Display + PartialEq>(
         &self,
@@ -215,34 +216,45 @@ impl Autotuner {
         }
         let started = Instant::now();
         let mut timed: Vec<(V, Duration)> = Vec::new();
+        // A candidate that failed is a bug or a driver problem: the choice made without
+        // it is kept for this process only, so the next one tries again.
+        let mut all_ran = true;
         for &v in candidates {
             let vkey = format!("{kernel}\t{v}\t{}", validation_key(v));
             let known = self.lock().validated.get(&vkey).copied();
             let valid = match known {
                 Some(ok) => ok,
                 None => {
-                    let ok = validate(v).unwrap_or_else(|e| {
-                        eprintln!(
-                            "wgtrain: autotune: {kernel} variant {v} could not be validated: {e}"
-                        );
-                        false
-                    });
-                    if !ok {
-                        eprintln!(
-                            "wgtrain: autotune: {kernel} variant {v} disagrees with the reference; never picked"
-                        );
-                    }
+                    let ok = match validate(v) {
+                        Ok(true) => true,
+                        Ok(false) => {
+                            eprintln!(
+                                "wgtrain: autotune: {kernel} variant {v} disagrees with the reference; never picked"
+                            );
+                            false
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "wgtrain: autotune: {kernel} variant {v} could not be validated, so is never picked: {e}"
+                            );
+                            false
+                        }
+                    };
                     self.lock().validated.insert(vkey, ok);
                     ok
                 }
             };
             if !valid {
+                all_ran = false;
                 continue;
             }
             let beat = timed.iter().map(|t: &(V, Duration)| t.1).min();
             match time(v, beat) {
                 Ok(t) => timed.push((v, t)),
-                Err(e) => eprintln!("wgtrain: autotune: {kernel} variant {v} on {shape}: {e}"),
+                Err(e) => {
+                    all_ran = false;
+                    eprintln!("wgtrain: autotune: {kernel} variant {v} on {shape}: {e}");
+                }
             }
         }
         // A shared machine's load comes and goes: the two fastest are timed once more,
@@ -268,7 +280,9 @@ impl Autotuner {
             micros: t.as_secs_f64() * 1e6,
         };
         self.lock().choices.insert(key.clone(), choice.clone());
-        self.store(&key, &choice);
+        if all_ran {
+            self.store(&key, &choice);
+        }
         winner
     }
 

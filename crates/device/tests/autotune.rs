@@ -185,6 +185,11 @@ fn a_variant_failing_validation_is_never_picked() {
         |v, _| Ok(std::time::Duration::from_millis(ms(v))),
     );
     assert_eq!(chosen, "medium");
+    // A choice made while a candidate failed is not written to the cache file.
+    assert!(
+        !tuner.path().unwrap().exists(),
+        "stored despite a failed candidate"
+    );
     // And with every candidate failing, the heuristic choice stands.
     let none = tuner.choose(
         "fake",

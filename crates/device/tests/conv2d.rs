@@ -179,8 +179,9 @@ fn every_forward_variant_matches_reference() {
     eprintln!("forward variants checked: {tried:?}");
 }
 
-/// Every backward-data kernel the adapter offers (the subgroup ones need stride 1) on
-/// the shapes that allow them, overwriting and accumulating.
+/// Every backward-data kernel the adapter offers on the shapes that allow them (strided
+/// ones by stride phases, including phases no tap reaches), overwriting and
+/// accumulating.
 #[test]
 fn every_backward_data_variant_matches_reference() {
     let extra = [
@@ -197,6 +198,34 @@ fn every_backward_data_variant_matches_reference() {
         (
             "sg groups 2",
             Conv2d::new(2, 6, 6, 16, 80, 3, 3).pad(1, 1).grouped(2),
+        ),
+        // Strided: by stride phases.
+        (
+            "phases 3x3 s2 odd sizes",
+            Conv2d::new(2, 9, 7, 8, 16, 3, 3).pad(1, 1).stride(2, 2),
+        ),
+        (
+            "phases 1x1 s2 (phases without taps)",
+            Conv2d::new(2, 8, 9, 16, 36, 1, 1).stride(2, 2),
+        ),
+        (
+            "phases 7x7 s2 pad 3",
+            Conv2d::new(1, 13, 12, 4, 8, 7, 7).pad(3, 3).stride(2, 2),
+        ),
+        (
+            "phases s3x2 no padding",
+            Conv2d::new(2, 10, 9, 4, 12, 4, 3).stride(3, 2),
+        ),
+        (
+            "phases groups 2",
+            Conv2d::new(2, 7, 8, 16, 80, 3, 3)
+                .pad(1, 1)
+                .stride(2, 2)
+                .grouped(2),
+        ),
+        (
+            "phases stride beyond the filter",
+            Conv2d::new(1, 11, 11, 8, 8, 2, 2).stride(3, 3),
         ),
     ];
     let mut tried = std::collections::BTreeSet::new();

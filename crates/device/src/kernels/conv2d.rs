@@ -431,7 +431,10 @@ impl Conv2d {
         // Keep a count's residue mod 4 (the vec4 and subgroup kernels' condition) and
         // its side of MIN_PER_GROUP (whether groups run side by side).
         let shrink = |v: u32, keep: u32| if v <= keep { v } else { keep - 4 + v % 4 };
-        let (cg, kg) = (shrink(self.cg(), 12), shrink(self.kg(), 44));
+        let (cg, kg) = (
+            shrink(self.cg(), MIN_PER_GROUP + 4),
+            shrink(self.kg(), MIN_PER_GROUP + 12),
+        );
         let side = |size: u32, r: u32, dil: u32| size.min((dil * (r - 1) + 1).max(12));
         Conv2d {
             n: 2,
@@ -616,12 +619,13 @@ impl Conv2d {
     }
 
     /// The backward-data kernels that apply on `gpu`, the register-blocked one first. The
-    /// subgroup kernels need stride 1 and whole vec4s of channels and out-channels.
+    /// subgroup kernels need whole vec4s of channels and out-channels, and dilation 1
+    /// when strided (then they run by stride phases).
     pub fn backward_data_variants(&self, gpu: &Gpu) -> Vec<ConvVariant> {
         let mut v = vec![ConvVariant::Blocked];
+        let strided = self.stride_h > 1 || self.stride_w > 1;
         if gpu.subgroup_width() == Some(8)
-            && self.stride_h == 1
-            && self.stride_w == 1
+            && (!strided || (self.dil_h == 1 && self.dil_w == 1))
             && self.cg() % 4 == 0
             && self.kg() % 4 == 0
             && !self.mixed(self.cg())
@@ -634,7 +638,10 @@ impl Conv2d {
     /// The fixed backward-data choice, as [`Conv2d::heuristic_forward`] but over the
     /// N·H·W input pixels.
     pub fn heuristic_backward_data(&self, gpu: &Gpu) -> ConvVariant {
-        let rows = self.n as u64 * self.h as u64 * self.w as u64;
+        // Per stride phase when strided.
+        let rows = self.n as u64
+            * self.h.div_ceil(self.stride_h.max(1)) as u64
+            * self.w.div_ceil(self.stride_w.max(1)) as u64;
         let want = ConvVariant::Subgroup {
             rows: subgroup_rows_for(rows),
         };
@@ -663,22 +670,36 @@ impl Conv2d {
             || format!("kernel variant {variant:?} does not apply to {self:?} on this adapter"),
         )?;
         if let ConvVariant::Subgroup { rows: tm } = variant {
+            // Strided: one workgroup column per stride phase, rows for the largest phase.
+            let phases = self.stride_h * self.stride_w;
             let rows = to_u32(
-                self.n as u64 * self.h as u64 * self.w as u64,
+                self.n as u64
+                    * self.h.div_ceil(self.stride_h) as u64
+                    * self.w.div_ceil(self.stride_w) as u64,
                 KERNEL,
                 "N·H·W",
             )?;
+            let entry = match (phases > 1, tm) {
+                (false, 8) => "conv2d_backward_data_sg8",
+                (false, 16) => "conv2d_backward_data_sg16",
+                (false, _) => "conv2d_backward_data_sg32",
+                (true, 8) => "conv2d_backward_data_phase_sg8",
+                (true, 16) => "conv2d_backward_data_phase_sg16",
+                (true, _) => "conv2d_backward_data_phase_sg32",
+            };
             let gemm = Gemm {
-                entry: match tm {
-                    8 => "conv2d_backward_data_sg8",
-                    16 => "conv2d_backward_data_sg16",
-                    _ => "conv2d_backward_data_sg32",
-                },
+                entry,
                 rows,
                 cols: self.cg(),
                 mixed: false,
             };
-            let (builder, groups) = self.subgroup_builder(gpu, &gemm, tm);
+            let (builder, mut groups) = self.subgroup_builder(gpu, &gemm, tm);
+            groups[0] = groups[0].saturating_mul(phases);
+            ensure(
+                groups[0] <= gpu.limits().max_compute_workgroups_per_dimension,
+                KERNEL,
+                || format!("{self:?}: too many stride phases x column tiles for one dispatch"),
+            )?;
             return builder
                 .flag("ACCUMULATE", accumulate)
                 .read("dy", dy, self.y_elems())
@@ -942,6 +963,49 @@ mod tests {
         assert_eq!(out_size(7, 3, 2, 0, 2), 2);
         assert_eq!(out_size(2, 3, 1, 0, 1), 0);
         assert_eq!(out_size(4, 1, 0, 0, 1), 0);
+    }
+
+    /// The autotuner validates a variant on `validation_problem()`: the same kernels must
+    /// apply there as on the real shape, or a good variant is never picked (AlexNet
+    /// 2012's grouped layers once lost their subgroup kernels this way).
+    #[test]
+    fn validation_problems_offer_the_same_variants() {
+        let gpu = crate::Gpu::new().expect("adapter");
+        let shapes = [
+            Conv2d::new(1, 27, 27, 96, 256, 5, 5).pad(2, 2).grouped(2),
+            Conv2d::new(1, 13, 13, 384, 384, 3, 3).pad(1, 1).grouped(2),
+            Conv2d::new(1, 224, 224, 3, 64, 11, 11)
+                .stride(4, 4)
+                .pad(2, 2),
+            Conv2d::new(64, 28, 28, 1, 16, 5, 5),
+            Conv2d::new(64, 12, 12, 16, 32, 5, 5),
+            Conv2d::new(1, 56, 56, 256, 512, 1, 1).stride(2, 2),
+            Conv2d::new(1, 14, 14, 512, 512, 3, 3)
+                .stride(2, 2)
+                .pad(1, 1),
+            Conv2d::new(2, 9, 9, 6, 12, 3, 3).pad(1, 1).grouped(3),
+            Conv2d::new(2, 30, 30, 64, 64, 3, 3)
+                .pad(2, 2)
+                .dilation(2, 2),
+        ];
+        for p in shapes {
+            let small = p.validation_problem();
+            assert_eq!(
+                p.forward_variants(&gpu),
+                small.forward_variants(&gpu),
+                "{p:?}"
+            );
+            assert_eq!(
+                p.backward_data_variants(&gpu),
+                small.backward_data_variants(&gpu),
+                "{p:?}"
+            );
+            assert_eq!(
+                p.backward_filter_variants(&gpu),
+                small.backward_filter_variants(&gpu),
+                "{p:?}"
+            );
+        }
     }
 
     #[test]
