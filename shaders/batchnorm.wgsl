@@ -75,6 +75,10 @@ struct Params {
 @group(0) @binding(7) var<storage, read> dbeta: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dx: array<f32>;
 
+// The channel count again, as a pipeline constant for the element-wise entries
+// (normalize, backward_dx; the host sets it to p.c): `i % CHANNELS` then compiles to a
+// multiplication or a mask instead of a per-lane division (scalarised on CPU drivers).
+override CHANNELS: u32 = 1u;
 override WG: u32 = 256u;
 override SQUARED_DEVIATIONS: bool = false;
 override RUNNING_STATS: bool = false;
@@ -169,7 +173,7 @@ fn normalize(
     if (i >= p.count) {
         return;
     }
-    let ch = i % p.c;
+    let ch = i % CHANNELS;
     var inv = invstd[ch];
     if (RUNNING_STATS) {
         // Inference: the spread binding holds the running variance.
@@ -239,7 +243,7 @@ fn backward_dx(
     if (i >= p.count) {
         return;
     }
-    let ch = i % p.c;
+    let ch = i % CHANNELS;
     let inv = invstd[ch];
     let xhat = (x[i] - mean[ch]) * inv;
     let inv_m = 1.0 / f32(p.m);

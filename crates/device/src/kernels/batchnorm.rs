@@ -381,6 +381,7 @@ impl BatchNorm {
         let [x, mean, spread, gamma, beta] = inputs;
         let (m, c) = (self.len(), self.c as u64);
         Self::builder(gpu, "normalize", params)
+            .constant("CHANNELS", self.c)
             .flag("RUNNING_STATS", running)
             .flag("RELU", self.relu)
             .read("x", x, m)
@@ -421,6 +422,7 @@ impl BatchNorm {
                 .write("dbeta", b.dbeta, c)
                 .build(Self::grid(gpu, c))?,
             Self::builder(gpu, "backward_dx", &params)
+                .constant("CHANNELS", self.c)
                 .read("x", b.x, m)
                 .read("save_mean", b.save_mean, c)
                 .read("save_invstd", b.save_invstd, c)
