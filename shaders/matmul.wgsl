@@ -194,3 +194,89 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         }
     }
 }
+
+// `matmul_tiled`: shared-memory tiling for GPUs (the entries above read every operand
+// from global memory, which suits a CPU adapter's caches; a GPU wants the reuse staged
+// in workgroup memory). A workgroup of 16 x 16 invocations computes a 64 x 64 tile of C,
+// each invocation 4 x 4 outputs at rows ty + 16i and columns tx + 16j (strided: the
+// shared-memory reads of a row of invocations hit consecutive words, and stores
+// coalesce). K is walked in steps of 16: the workgroup stages A[64 x 16] and B[16 x 64]
+// (4 elements of each per invocation, read along the operand's contiguous axis so that
+// global loads coalesce), one barrier, 16 rank-1 updates from shared memory, one
+// barrier. Out-of-range elements load as 0 and their outputs are not stored, so any
+// shape works. Same bindings, overrides (but WG_X / WG_Y) and epilogue as `matmul`.
+// Dispatch: (ceil(N / 64), ceil(M / 64), batch).
+const TILE: u32 = 64u;
+const BK: u32 = 16u;
+var<workgroup> tile_a: array<array<f32, 64>, 16>;
+var<workgroup> tile_b: array<array<f32, 64>, 16>;
+
+fn a_at(base: u32, row: u32, kk: u32) -> f32 {
+    if (row >= p.m || kk >= p.k) {
+        return 0.0;
+    }
+    if (TRANS_A) {
+        return a[base + kk * p.m + row];
+    }
+    return a[base + row * p.k + kk];
+}
+
+fn b_at(base: u32, kk: u32, col: u32) -> f32 {
+    if (kk >= p.k || col >= p.n) {
+        return 0.0;
+    }
+    if (TRANS_B) {
+        return b[base + col * p.k + kk];
+    }
+    return b[base + kk * p.n + col];
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let tx = lid.x;
+    let ty = lid.y;
+    let t = ty * 16u + tx;
+    let row0 = wid.y * TILE;
+    let col0 = wid.x * TILE;
+    let a_base = wid.z * p.stride_a;
+    let b_base = wid.z * p.stride_b;
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+        for (var e = 0u; e < 4u; e++) {
+            let idx = t + e * 256u;
+            // A stored [M, K] is contiguous along k, [K, M] (TRANS_A) along rows.
+            var ra = idx / BK;
+            var ka = idx % BK;
+            if (TRANS_A) {
+                ra = idx % TILE;
+                ka = idx / TILE;
+            }
+            tile_a[ka][ra] = a_at(a_base, row0 + ra, k0 + ka);
+            // B stored [K, N] is contiguous along columns, [N, K] (TRANS_B) along k.
+            var cb = idx % TILE;
+            var kb = idx / TILE;
+            if (TRANS_B) {
+                cb = idx / BK;
+                kb = idx % BK;
+            }
+            tile_b[kb][cb] = b_at(b_base, k0 + kb, col0 + cb);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let bv = vec4<f32>(tile_b[kk][tx], tile_b[kk][tx + 16u], tile_b[kk][tx + 32u], tile_b[kk][tx + 48u]);
+            acc[0] = fma(vec4(tile_a[kk][ty]), bv, acc[0]);
+            acc[1] = fma(vec4(tile_a[kk][ty + 16u]), bv, acc[1]);
+            acc[2] = fma(vec4(tile_a[kk][ty + 32u]), bv, acc[2]);
+            acc[3] = fma(vec4(tile_a[kk][ty + 48u]), bv, acc[3]);
+        }
+        workgroupBarrier();
+    }
+    let c_base = wid.z * p.stride_c;
+    for (var i = 0u; i < 4u; i++) {
+        let row = row0 + ty + 16u * i;
+        store(row, col0 + tx, c_base, acc[i].x);
+        store(row, col0 + tx + 16u, c_base, acc[i].y);
+        store(row, col0 + tx + 32u, c_base, acc[i].z);
+        store(row, col0 + tx + 48u, c_base, acc[i].w);
+    }
+}

@@ -159,7 +159,10 @@ fn every_variant_matches_the_reference() {
 #[test]
 fn inapplicable_variant_is_refused() {
     let p = Matmul::new(5, 7, 3);
-    assert_eq!(p.variants(gpu()), vec![MatmulVariant::Scalar]);
+    assert_eq!(
+        p.variants(gpu()),
+        vec![MatmulVariant::Scalar, MatmulVariant::Tiled]
+    );
     let buf = upload(&[0.0f32; 64]);
     let out = upload(&[0.0f32; 64]);
     let Err(err) = p.prepare_variant(gpu(), MatmulVariant::Vec4, &buf, &buf, None, &out) else {

@@ -31,6 +31,8 @@ pub enum MatmulVariant {
     /// `matmul_sg{rows}[_at]`: rows of A shared across an 8-lane subgroup; needs
     /// subgroups exactly 8 wide (lavapipe) and the vec4 conditions.
     Subgroup { rows: u32 },
+    /// `matmul_tiled`: 64 x 64 tiles staged in workgroup memory, for GPUs; any shape.
+    Tiled,
 }
 
 impl std::fmt::Display for MatmulVariant {
@@ -39,6 +41,7 @@ impl std::fmt::Display for MatmulVariant {
             MatmulVariant::Scalar => write!(f, "scalar"),
             MatmulVariant::Vec4 => write!(f, "vec4"),
             MatmulVariant::Subgroup { rows } => write!(f, "sg{rows}"),
+            MatmulVariant::Tiled => write!(f, "tiled"),
         }
     }
 }
@@ -332,6 +335,12 @@ impl Matmul {
                     .constant("WG_Y", wg_y);
                 (builder, groups)
             }
+            MatmulVariant::Tiled => {
+                let groups = [self.n.div_ceil(64), self.m.div_ceil(64), self.batch];
+                let builder = DispatchBuilder::new(gpu, shaders::MATMUL, "matmul_tiled")
+                    .flag("TRANS_A", self.trans_a);
+                (builder, groups)
+            }
             MatmulVariant::Subgroup { rows } => {
                 let entry = subgroup_entry(rows, self.trans_a);
                 // Workgroups of 8 x wg_y: one subgroup per row of the workgroup, and no
@@ -363,7 +372,7 @@ impl Matmul {
 
     /// Every kernel that can compute this product on `gpu`, the general one first.
     pub fn variants(&self, gpu: &Gpu) -> Vec<MatmulVariant> {
-        let mut v = vec![MatmulVariant::Scalar];
+        let mut v = vec![MatmulVariant::Scalar, MatmulVariant::Tiled];
         if self.vec4_eligible() {
             v.push(MatmulVariant::Vec4);
             if gpu.subgroup_width() == Some(SUBGROUP_WIDTH) {
@@ -376,10 +385,11 @@ impl Matmul {
     }
 
     /// The fixed choice, used when autotuning is off: the subgroup kernel where it
-    /// applies, with as many rows per invocation as the product has rows to fill them
-    /// (more rows per invocation means fewer loads per FMA; measured on lavapipe, 1024³:
-    /// 8 rows 37, 16 rows 52, 24 rows 58, 32 rows 66 GFLOP/s), else the vec4 kernel,
-    /// else the general one.
+    /// applies (CPU adapters with 8-wide subgroups), with as many rows per invocation as
+    /// the product has rows to fill them (more rows per invocation means fewer loads per
+    /// FMA; measured on lavapipe, 1024³: 8 rows 37, 16 rows 52, 24 rows 58, 32 rows 66
+    /// GFLOP/s); on a GPU the tiled kernel for products of at least 64 x 64; else the
+    /// vec4 kernel, else the general one.
     pub fn heuristic_variant(&self, gpu: &Gpu) -> MatmulVariant {
         let eligible = self.variants(gpu);
         let rows = match self.m {
@@ -391,6 +401,9 @@ impl Matmul {
         let sg = MatmulVariant::Subgroup { rows };
         if eligible.contains(&sg) {
             sg
+        } else if !gpu.is_cpu() && self.m >= 64 && self.n >= 64 {
+            // A GPU stages operands in workgroup memory.
+            MatmulVariant::Tiled
         } else if eligible.contains(&MatmulVariant::Vec4) {
             MatmulVariant::Vec4
         } else {
