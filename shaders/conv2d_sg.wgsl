@@ -34,6 +34,11 @@
 // of 4, loaded as scalars (x and the weights need no alignment), 0 past the last tap and
 // in the padding. Same Params and bindings as conv2d_forward_sg.
 //
+// `_h` entries (conv2d_forward_sg{TM}_h, conv2d_forward_taps_sg{TM}_h,
+// conv2d_backward_data_sg{TM}_h, TM in {8, 16}) are for at most 16 output columns: 4
+// lanes span 16 columns and lanes 4-7 take a second set of TM rows (a subgroup covers
+// 2·TM rows), so no lane idles; col_tiles counts tiles of 16 columns.
+//
 // `conv2d_backward_filter_taps_sg{TM}` is conv2d_backward_filter_sg for Cg % 4 != 0: each
 // lane's 4 columns are 4 consecutive flattened taps (r, s, c), each loaded as a scalar.
 // Requires Kg % 4 == 0.
@@ -2663,4 +2668,554 @@ fn conv2d_backward_data_phase_sg32(
     store_dx_phase4(ph, row0 + 30u, at, col0, group, acc30);
     at = phase_next(ph, at);
     store_dx_phase4(ph, row0 + 31u, at, col0, group, acc31);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_forward_sg8_h(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let group = wid.x / p.col_tiles;
+    let col0 = (wid.x % p.col_tiles) * 16u + (lane & 3u) * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 16u;
+    let cg4 = p.cg / 4u;
+    // This lane's 4 out-channels: where their filters start (vec4 units).
+    let taps4 = p.r * p.s * cg4;
+    let f0 = (group * p.kg + min(col0 + 0u, p.kg - 1u)) * taps4;
+    let f1 = (group * p.kg + min(col0 + 1u, p.kg - 1u)) * taps4;
+    let f2 = (group * p.kg + min(col0 + 2u, p.kg - 1u)) * taps4;
+    let f3 = (group * p.kg + min(col0 + 3u, p.kg - 1u)) * taps4;
+    // The pixel rows this lane loads x for: 8h + lane.
+    let px0 = pixel(row0 + 0u + lane);
+    let px1 = pixel(row0 + 8u + lane);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    for (var r = 0u; r < p.r; r++) {
+        for (var s = 0u; s < p.s; s++) {
+            let t0 = tap(px0, r, s, group);
+            let t1 = tap(px1, r, s, group);
+            let ft = (r * p.s + s) * cg4;
+            for (var c = 0u; c < cg4; c++) {
+                // Rows t of bm: channel 4c + t of the 4 out-channels' filters.
+                let bm = transpose(mat4x4<f32>(w4[f0 + ft + c], w4[f1 + ft + c], w4[f2 + ft + c], w4[f3 + ft + c]));
+                let av0 = select(vec4<f32>(0.0), x4[t0.x + c], t0.y != 0u);
+                let av1 = select(vec4<f32>(0.0), x4[t1.x + c], t1.y != 0u);
+                let r0 = select(subgroupBroadcast(av0, 0u), subgroupBroadcast(av1, 0u), lane >= 4u);
+                acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+                let r1 = select(subgroupBroadcast(av0, 1u), subgroupBroadcast(av1, 1u), lane >= 4u);
+                acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+                let r2 = select(subgroupBroadcast(av0, 2u), subgroupBroadcast(av1, 2u), lane >= 4u);
+                acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+                let r3 = select(subgroupBroadcast(av0, 3u), subgroupBroadcast(av1, 3u), lane >= 4u);
+                acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+                let r4 = select(subgroupBroadcast(av0, 4u), subgroupBroadcast(av1, 4u), lane >= 4u);
+                acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+                let r5 = select(subgroupBroadcast(av0, 5u), subgroupBroadcast(av1, 5u), lane >= 4u);
+                acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+                let r6 = select(subgroupBroadcast(av0, 6u), subgroupBroadcast(av1, 6u), lane >= 4u);
+                acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+                let r7 = select(subgroupBroadcast(av0, 7u), subgroupBroadcast(av1, 7u), lane >= 4u);
+                acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+            }
+        }
+    }
+    store_y4(row0 + (lane >> 2u) * 8u + 0u, col0, group, acc0);
+    store_y4(row0 + (lane >> 2u) * 8u + 1u, col0, group, acc1);
+    store_y4(row0 + (lane >> 2u) * 8u + 2u, col0, group, acc2);
+    store_y4(row0 + (lane >> 2u) * 8u + 3u, col0, group, acc3);
+    store_y4(row0 + (lane >> 2u) * 8u + 4u, col0, group, acc4);
+    store_y4(row0 + (lane >> 2u) * 8u + 5u, col0, group, acc5);
+    store_y4(row0 + (lane >> 2u) * 8u + 6u, col0, group, acc6);
+    store_y4(row0 + (lane >> 2u) * 8u + 7u, col0, group, acc7);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_forward_taps_sg8_h(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let group = wid.x / p.col_tiles;
+    let col0 = (wid.x % p.col_tiles) * 16u + (lane & 3u) * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 16u;
+    let sc = p.s * p.cg;
+    // Where this lane's 4 out-channels' filters start.
+    let f0 = (group * p.kg + min(col0 + 0u, p.kg - 1u)) * p.r * sc;
+    let f1 = (group * p.kg + min(col0 + 1u, p.kg - 1u)) * p.r * sc;
+    let f2 = (group * p.kg + min(col0 + 2u, p.kg - 1u)) * p.r * sc;
+    let f3 = (group * p.kg + min(col0 + 3u, p.kg - 1u)) * p.r * sc;
+    let ch0 = group * p.cg;
+    // The pixel rows this lane loads x for: 8h + lane.
+    let px0 = pixel(row0 + 0u + lane);
+    let px1 = pixel(row0 + 8u + lane);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    for (var r = 0u; r < p.r; r++) {
+        let ih0 = px0.h0 + i32(r * p.dil_h);
+        let ih1 = px1.h0 + i32(r * p.dil_h);
+        let fr = r * sc;
+        for (var j = 0u; j < sc; j += 4u) {
+            // Taps j .. j + 3 of this filter row: (s, c) of each, and whether it exists.
+            let j0 = j + 0u;
+            let ok0 = j0 < sc;
+            let s0 = min(j0, sc - 1u) / p.cg;
+            let c0 = ch0 + min(j0, sc - 1u) - s0 * p.cg;
+            let wt0 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j0], ws[f1 + fr + j0], ws[f2 + fr + j0], ws[f3 + fr + j0]), ok0);
+            let j1 = j + 1u;
+            let ok1 = j1 < sc;
+            let s1 = min(j1, sc - 1u) / p.cg;
+            let c1 = ch0 + min(j1, sc - 1u) - s1 * p.cg;
+            let wt1 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j1], ws[f1 + fr + j1], ws[f2 + fr + j1], ws[f3 + fr + j1]), ok1);
+            let j2 = j + 2u;
+            let ok2 = j2 < sc;
+            let s2 = min(j2, sc - 1u) / p.cg;
+            let c2 = ch0 + min(j2, sc - 1u) - s2 * p.cg;
+            let wt2 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j2], ws[f1 + fr + j2], ws[f2 + fr + j2], ws[f3 + fr + j2]), ok2);
+            let j3 = j + 3u;
+            let ok3 = j3 < sc;
+            let s3 = min(j3, sc - 1u) / p.cg;
+            let c3 = ch0 + min(j3, sc - 1u) - s3 * p.cg;
+            let wt3 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j3], ws[f1 + fr + j3], ws[f2 + fr + j3], ws[f3 + fr + j3]), ok3);
+            let bm = mat4x4<f32>(wt0, wt1, wt2, wt3);
+            let av0 = vec4<f32>(x_tap(px0.img, ih0, px0.w0 + i32(s0 * p.dil_w), c0, ok0), x_tap(px0.img, ih0, px0.w0 + i32(s1 * p.dil_w), c1, ok1), x_tap(px0.img, ih0, px0.w0 + i32(s2 * p.dil_w), c2, ok2), x_tap(px0.img, ih0, px0.w0 + i32(s3 * p.dil_w), c3, ok3));
+            let av1 = vec4<f32>(x_tap(px1.img, ih1, px1.w0 + i32(s0 * p.dil_w), c0, ok0), x_tap(px1.img, ih1, px1.w0 + i32(s1 * p.dil_w), c1, ok1), x_tap(px1.img, ih1, px1.w0 + i32(s2 * p.dil_w), c2, ok2), x_tap(px1.img, ih1, px1.w0 + i32(s3 * p.dil_w), c3, ok3));
+            let r0 = select(subgroupBroadcast(av0, 0u), subgroupBroadcast(av1, 0u), lane >= 4u);
+            acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+            let r1 = select(subgroupBroadcast(av0, 1u), subgroupBroadcast(av1, 1u), lane >= 4u);
+            acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+            let r2 = select(subgroupBroadcast(av0, 2u), subgroupBroadcast(av1, 2u), lane >= 4u);
+            acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+            let r3 = select(subgroupBroadcast(av0, 3u), subgroupBroadcast(av1, 3u), lane >= 4u);
+            acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+            let r4 = select(subgroupBroadcast(av0, 4u), subgroupBroadcast(av1, 4u), lane >= 4u);
+            acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+            let r5 = select(subgroupBroadcast(av0, 5u), subgroupBroadcast(av1, 5u), lane >= 4u);
+            acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+            let r6 = select(subgroupBroadcast(av0, 6u), subgroupBroadcast(av1, 6u), lane >= 4u);
+            acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+            let r7 = select(subgroupBroadcast(av0, 7u), subgroupBroadcast(av1, 7u), lane >= 4u);
+            acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+        }
+    }
+    store_y4(row0 + (lane >> 2u) * 8u + 0u, col0, group, acc0);
+    store_y4(row0 + (lane >> 2u) * 8u + 1u, col0, group, acc1);
+    store_y4(row0 + (lane >> 2u) * 8u + 2u, col0, group, acc2);
+    store_y4(row0 + (lane >> 2u) * 8u + 3u, col0, group, acc3);
+    store_y4(row0 + (lane >> 2u) * 8u + 4u, col0, group, acc4);
+    store_y4(row0 + (lane >> 2u) * 8u + 5u, col0, group, acc5);
+    store_y4(row0 + (lane >> 2u) * 8u + 6u, col0, group, acc6);
+    store_y4(row0 + (lane >> 2u) * 8u + 7u, col0, group, acc7);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_backward_data_sg8_h(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let group = wid.x / p.col_tiles;
+    let col0 = (wid.x % p.col_tiles) * 16u + (lane & 3u) * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 16u;
+    let kg4 = p.kg / 4u;
+    let cg4 = p.cg / 4u;
+    // weight[k, r, s, c] in vec4 units: this lane's 4 channels, and the step per k.
+    let c4 = min(col0, p.cg - 4u) / 4u;
+    let k_step = p.r * p.s * cg4;
+    let k_first = group * p.kg * k_step + c4;
+    let px0 = in_pixel(row0 + 0u + lane);
+    let px1 = in_pixel(row0 + 8u + lane);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    for (var r = 0u; r < p.r; r++) {
+        for (var s = 0u; s < p.s; s++) {
+            let t0 = dy_tap(px0, r, s, group);
+            let t1 = dy_tap(px1, r, s, group);
+            let wt = k_first + (r * p.s + s) * cg4;
+            for (var kc = 0u; kc < kg4; kc++) {
+                // Rows t of bm: out-channel 4 kc + t's weights for the 4 channels.
+                let at = wt + kc * 4u * k_step;
+                let bm = mat4x4<f32>(w4[at], w4[at + k_step], w4[at + 2u * k_step], w4[at + 3u * k_step]);
+                let av0 = select(vec4<f32>(0.0), dy4[t0.x + kc], t0.y != 0u);
+                let av1 = select(vec4<f32>(0.0), dy4[t1.x + kc], t1.y != 0u);
+                let r0 = select(subgroupBroadcast(av0, 0u), subgroupBroadcast(av1, 0u), lane >= 4u);
+                acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+                let r1 = select(subgroupBroadcast(av0, 1u), subgroupBroadcast(av1, 1u), lane >= 4u);
+                acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+                let r2 = select(subgroupBroadcast(av0, 2u), subgroupBroadcast(av1, 2u), lane >= 4u);
+                acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+                let r3 = select(subgroupBroadcast(av0, 3u), subgroupBroadcast(av1, 3u), lane >= 4u);
+                acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+                let r4 = select(subgroupBroadcast(av0, 4u), subgroupBroadcast(av1, 4u), lane >= 4u);
+                acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+                let r5 = select(subgroupBroadcast(av0, 5u), subgroupBroadcast(av1, 5u), lane >= 4u);
+                acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+                let r6 = select(subgroupBroadcast(av0, 6u), subgroupBroadcast(av1, 6u), lane >= 4u);
+                acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+                let r7 = select(subgroupBroadcast(av0, 7u), subgroupBroadcast(av1, 7u), lane >= 4u);
+                acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+            }
+        }
+    }
+    store_dx4(row0 + (lane >> 2u) * 8u + 0u, col0, group, acc0);
+    store_dx4(row0 + (lane >> 2u) * 8u + 1u, col0, group, acc1);
+    store_dx4(row0 + (lane >> 2u) * 8u + 2u, col0, group, acc2);
+    store_dx4(row0 + (lane >> 2u) * 8u + 3u, col0, group, acc3);
+    store_dx4(row0 + (lane >> 2u) * 8u + 4u, col0, group, acc4);
+    store_dx4(row0 + (lane >> 2u) * 8u + 5u, col0, group, acc5);
+    store_dx4(row0 + (lane >> 2u) * 8u + 6u, col0, group, acc6);
+    store_dx4(row0 + (lane >> 2u) * 8u + 7u, col0, group, acc7);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_forward_sg16_h(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let group = wid.x / p.col_tiles;
+    let col0 = (wid.x % p.col_tiles) * 16u + (lane & 3u) * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 32u;
+    let cg4 = p.cg / 4u;
+    // This lane's 4 out-channels: where their filters start (vec4 units).
+    let taps4 = p.r * p.s * cg4;
+    let f0 = (group * p.kg + min(col0 + 0u, p.kg - 1u)) * taps4;
+    let f1 = (group * p.kg + min(col0 + 1u, p.kg - 1u)) * taps4;
+    let f2 = (group * p.kg + min(col0 + 2u, p.kg - 1u)) * taps4;
+    let f3 = (group * p.kg + min(col0 + 3u, p.kg - 1u)) * taps4;
+    // The pixel rows this lane loads x for: 8h + lane.
+    let px0 = pixel(row0 + 0u + lane);
+    let px1 = pixel(row0 + 8u + lane);
+    let px2 = pixel(row0 + 16u + lane);
+    let px3 = pixel(row0 + 24u + lane);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var acc8 = vec4<f32>(0.0);
+    var acc9 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0);
+    var acc11 = vec4<f32>(0.0);
+    var acc12 = vec4<f32>(0.0);
+    var acc13 = vec4<f32>(0.0);
+    var acc14 = vec4<f32>(0.0);
+    var acc15 = vec4<f32>(0.0);
+    for (var r = 0u; r < p.r; r++) {
+        for (var s = 0u; s < p.s; s++) {
+            let t0 = tap(px0, r, s, group);
+            let t1 = tap(px1, r, s, group);
+            let t2 = tap(px2, r, s, group);
+            let t3 = tap(px3, r, s, group);
+            let ft = (r * p.s + s) * cg4;
+            for (var c = 0u; c < cg4; c++) {
+                // Rows t of bm: channel 4c + t of the 4 out-channels' filters.
+                let bm = transpose(mat4x4<f32>(w4[f0 + ft + c], w4[f1 + ft + c], w4[f2 + ft + c], w4[f3 + ft + c]));
+                let av0 = select(vec4<f32>(0.0), x4[t0.x + c], t0.y != 0u);
+                let av1 = select(vec4<f32>(0.0), x4[t1.x + c], t1.y != 0u);
+                let av2 = select(vec4<f32>(0.0), x4[t2.x + c], t2.y != 0u);
+                let av3 = select(vec4<f32>(0.0), x4[t3.x + c], t3.y != 0u);
+                let r0 = select(subgroupBroadcast(av0, 0u), subgroupBroadcast(av2, 0u), lane >= 4u);
+                acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+                let r1 = select(subgroupBroadcast(av0, 1u), subgroupBroadcast(av2, 1u), lane >= 4u);
+                acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+                let r2 = select(subgroupBroadcast(av0, 2u), subgroupBroadcast(av2, 2u), lane >= 4u);
+                acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+                let r3 = select(subgroupBroadcast(av0, 3u), subgroupBroadcast(av2, 3u), lane >= 4u);
+                acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+                let r4 = select(subgroupBroadcast(av0, 4u), subgroupBroadcast(av2, 4u), lane >= 4u);
+                acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+                let r5 = select(subgroupBroadcast(av0, 5u), subgroupBroadcast(av2, 5u), lane >= 4u);
+                acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+                let r6 = select(subgroupBroadcast(av0, 6u), subgroupBroadcast(av2, 6u), lane >= 4u);
+                acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+                let r7 = select(subgroupBroadcast(av0, 7u), subgroupBroadcast(av2, 7u), lane >= 4u);
+                acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+                let r8 = select(subgroupBroadcast(av1, 0u), subgroupBroadcast(av3, 0u), lane >= 4u);
+                acc8 = fma(vec4(r8.x), bm[0], fma(vec4(r8.y), bm[1], fma(vec4(r8.z), bm[2], fma(vec4(r8.w), bm[3], acc8))));
+                let r9 = select(subgroupBroadcast(av1, 1u), subgroupBroadcast(av3, 1u), lane >= 4u);
+                acc9 = fma(vec4(r9.x), bm[0], fma(vec4(r9.y), bm[1], fma(vec4(r9.z), bm[2], fma(vec4(r9.w), bm[3], acc9))));
+                let r10 = select(subgroupBroadcast(av1, 2u), subgroupBroadcast(av3, 2u), lane >= 4u);
+                acc10 = fma(vec4(r10.x), bm[0], fma(vec4(r10.y), bm[1], fma(vec4(r10.z), bm[2], fma(vec4(r10.w), bm[3], acc10))));
+                let r11 = select(subgroupBroadcast(av1, 3u), subgroupBroadcast(av3, 3u), lane >= 4u);
+                acc11 = fma(vec4(r11.x), bm[0], fma(vec4(r11.y), bm[1], fma(vec4(r11.z), bm[2], fma(vec4(r11.w), bm[3], acc11))));
+                let r12 = select(subgroupBroadcast(av1, 4u), subgroupBroadcast(av3, 4u), lane >= 4u);
+                acc12 = fma(vec4(r12.x), bm[0], fma(vec4(r12.y), bm[1], fma(vec4(r12.z), bm[2], fma(vec4(r12.w), bm[3], acc12))));
+                let r13 = select(subgroupBroadcast(av1, 5u), subgroupBroadcast(av3, 5u), lane >= 4u);
+                acc13 = fma(vec4(r13.x), bm[0], fma(vec4(r13.y), bm[1], fma(vec4(r13.z), bm[2], fma(vec4(r13.w), bm[3], acc13))));
+                let r14 = select(subgroupBroadcast(av1, 6u), subgroupBroadcast(av3, 6u), lane >= 4u);
+                acc14 = fma(vec4(r14.x), bm[0], fma(vec4(r14.y), bm[1], fma(vec4(r14.z), bm[2], fma(vec4(r14.w), bm[3], acc14))));
+                let r15 = select(subgroupBroadcast(av1, 7u), subgroupBroadcast(av3, 7u), lane >= 4u);
+                acc15 = fma(vec4(r15.x), bm[0], fma(vec4(r15.y), bm[1], fma(vec4(r15.z), bm[2], fma(vec4(r15.w), bm[3], acc15))));
+            }
+        }
+    }
+    store_y4(row0 + (lane >> 2u) * 16u + 0u, col0, group, acc0);
+    store_y4(row0 + (lane >> 2u) * 16u + 1u, col0, group, acc1);
+    store_y4(row0 + (lane >> 2u) * 16u + 2u, col0, group, acc2);
+    store_y4(row0 + (lane >> 2u) * 16u + 3u, col0, group, acc3);
+    store_y4(row0 + (lane >> 2u) * 16u + 4u, col0, group, acc4);
+    store_y4(row0 + (lane >> 2u) * 16u + 5u, col0, group, acc5);
+    store_y4(row0 + (lane >> 2u) * 16u + 6u, col0, group, acc6);
+    store_y4(row0 + (lane >> 2u) * 16u + 7u, col0, group, acc7);
+    store_y4(row0 + (lane >> 2u) * 16u + 8u, col0, group, acc8);
+    store_y4(row0 + (lane >> 2u) * 16u + 9u, col0, group, acc9);
+    store_y4(row0 + (lane >> 2u) * 16u + 10u, col0, group, acc10);
+    store_y4(row0 + (lane >> 2u) * 16u + 11u, col0, group, acc11);
+    store_y4(row0 + (lane >> 2u) * 16u + 12u, col0, group, acc12);
+    store_y4(row0 + (lane >> 2u) * 16u + 13u, col0, group, acc13);
+    store_y4(row0 + (lane >> 2u) * 16u + 14u, col0, group, acc14);
+    store_y4(row0 + (lane >> 2u) * 16u + 15u, col0, group, acc15);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_forward_taps_sg16_h(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let group = wid.x / p.col_tiles;
+    let col0 = (wid.x % p.col_tiles) * 16u + (lane & 3u) * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 32u;
+    let sc = p.s * p.cg;
+    // Where this lane's 4 out-channels' filters start.
+    let f0 = (group * p.kg + min(col0 + 0u, p.kg - 1u)) * p.r * sc;
+    let f1 = (group * p.kg + min(col0 + 1u, p.kg - 1u)) * p.r * sc;
+    let f2 = (group * p.kg + min(col0 + 2u, p.kg - 1u)) * p.r * sc;
+    let f3 = (group * p.kg + min(col0 + 3u, p.kg - 1u)) * p.r * sc;
+    let ch0 = group * p.cg;
+    // The pixel rows this lane loads x for: 8h + lane.
+    let px0 = pixel(row0 + 0u + lane);
+    let px1 = pixel(row0 + 8u + lane);
+    let px2 = pixel(row0 + 16u + lane);
+    let px3 = pixel(row0 + 24u + lane);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var acc8 = vec4<f32>(0.0);
+    var acc9 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0);
+    var acc11 = vec4<f32>(0.0);
+    var acc12 = vec4<f32>(0.0);
+    var acc13 = vec4<f32>(0.0);
+    var acc14 = vec4<f32>(0.0);
+    var acc15 = vec4<f32>(0.0);
+    for (var r = 0u; r < p.r; r++) {
+        let ih0 = px0.h0 + i32(r * p.dil_h);
+        let ih1 = px1.h0 + i32(r * p.dil_h);
+        let ih2 = px2.h0 + i32(r * p.dil_h);
+        let ih3 = px3.h0 + i32(r * p.dil_h);
+        let fr = r * sc;
+        for (var j = 0u; j < sc; j += 4u) {
+            // Taps j .. j + 3 of this filter row: (s, c) of each, and whether it exists.
+            let j0 = j + 0u;
+            let ok0 = j0 < sc;
+            let s0 = min(j0, sc - 1u) / p.cg;
+            let c0 = ch0 + min(j0, sc - 1u) - s0 * p.cg;
+            let wt0 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j0], ws[f1 + fr + j0], ws[f2 + fr + j0], ws[f3 + fr + j0]), ok0);
+            let j1 = j + 1u;
+            let ok1 = j1 < sc;
+            let s1 = min(j1, sc - 1u) / p.cg;
+            let c1 = ch0 + min(j1, sc - 1u) - s1 * p.cg;
+            let wt1 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j1], ws[f1 + fr + j1], ws[f2 + fr + j1], ws[f3 + fr + j1]), ok1);
+            let j2 = j + 2u;
+            let ok2 = j2 < sc;
+            let s2 = min(j2, sc - 1u) / p.cg;
+            let c2 = ch0 + min(j2, sc - 1u) - s2 * p.cg;
+            let wt2 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j2], ws[f1 + fr + j2], ws[f2 + fr + j2], ws[f3 + fr + j2]), ok2);
+            let j3 = j + 3u;
+            let ok3 = j3 < sc;
+            let s3 = min(j3, sc - 1u) / p.cg;
+            let c3 = ch0 + min(j3, sc - 1u) - s3 * p.cg;
+            let wt3 = select(vec4<f32>(0.0), vec4<f32>(ws[f0 + fr + j3], ws[f1 + fr + j3], ws[f2 + fr + j3], ws[f3 + fr + j3]), ok3);
+            let bm = mat4x4<f32>(wt0, wt1, wt2, wt3);
+            let av0 = vec4<f32>(x_tap(px0.img, ih0, px0.w0 + i32(s0 * p.dil_w), c0, ok0), x_tap(px0.img, ih0, px0.w0 + i32(s1 * p.dil_w), c1, ok1), x_tap(px0.img, ih0, px0.w0 + i32(s2 * p.dil_w), c2, ok2), x_tap(px0.img, ih0, px0.w0 + i32(s3 * p.dil_w), c3, ok3));
+            let av1 = vec4<f32>(x_tap(px1.img, ih1, px1.w0 + i32(s0 * p.dil_w), c0, ok0), x_tap(px1.img, ih1, px1.w0 + i32(s1 * p.dil_w), c1, ok1), x_tap(px1.img, ih1, px1.w0 + i32(s2 * p.dil_w), c2, ok2), x_tap(px1.img, ih1, px1.w0 + i32(s3 * p.dil_w), c3, ok3));
+            let av2 = vec4<f32>(x_tap(px2.img, ih2, px2.w0 + i32(s0 * p.dil_w), c0, ok0), x_tap(px2.img, ih2, px2.w0 + i32(s1 * p.dil_w), c1, ok1), x_tap(px2.img, ih2, px2.w0 + i32(s2 * p.dil_w), c2, ok2), x_tap(px2.img, ih2, px2.w0 + i32(s3 * p.dil_w), c3, ok3));
+            let av3 = vec4<f32>(x_tap(px3.img, ih3, px3.w0 + i32(s0 * p.dil_w), c0, ok0), x_tap(px3.img, ih3, px3.w0 + i32(s1 * p.dil_w), c1, ok1), x_tap(px3.img, ih3, px3.w0 + i32(s2 * p.dil_w), c2, ok2), x_tap(px3.img, ih3, px3.w0 + i32(s3 * p.dil_w), c3, ok3));
+            let r0 = select(subgroupBroadcast(av0, 0u), subgroupBroadcast(av2, 0u), lane >= 4u);
+            acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+            let r1 = select(subgroupBroadcast(av0, 1u), subgroupBroadcast(av2, 1u), lane >= 4u);
+            acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+            let r2 = select(subgroupBroadcast(av0, 2u), subgroupBroadcast(av2, 2u), lane >= 4u);
+            acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+            let r3 = select(subgroupBroadcast(av0, 3u), subgroupBroadcast(av2, 3u), lane >= 4u);
+            acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+            let r4 = select(subgroupBroadcast(av0, 4u), subgroupBroadcast(av2, 4u), lane >= 4u);
+            acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+            let r5 = select(subgroupBroadcast(av0, 5u), subgroupBroadcast(av2, 5u), lane >= 4u);
+            acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+            let r6 = select(subgroupBroadcast(av0, 6u), subgroupBroadcast(av2, 6u), lane >= 4u);
+            acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+            let r7 = select(subgroupBroadcast(av0, 7u), subgroupBroadcast(av2, 7u), lane >= 4u);
+            acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+            let r8 = select(subgroupBroadcast(av1, 0u), subgroupBroadcast(av3, 0u), lane >= 4u);
+            acc8 = fma(vec4(r8.x), bm[0], fma(vec4(r8.y), bm[1], fma(vec4(r8.z), bm[2], fma(vec4(r8.w), bm[3], acc8))));
+            let r9 = select(subgroupBroadcast(av1, 1u), subgroupBroadcast(av3, 1u), lane >= 4u);
+            acc9 = fma(vec4(r9.x), bm[0], fma(vec4(r9.y), bm[1], fma(vec4(r9.z), bm[2], fma(vec4(r9.w), bm[3], acc9))));
+            let r10 = select(subgroupBroadcast(av1, 2u), subgroupBroadcast(av3, 2u), lane >= 4u);
+            acc10 = fma(vec4(r10.x), bm[0], fma(vec4(r10.y), bm[1], fma(vec4(r10.z), bm[2], fma(vec4(r10.w), bm[3], acc10))));
+            let r11 = select(subgroupBroadcast(av1, 3u), subgroupBroadcast(av3, 3u), lane >= 4u);
+            acc11 = fma(vec4(r11.x), bm[0], fma(vec4(r11.y), bm[1], fma(vec4(r11.z), bm[2], fma(vec4(r11.w), bm[3], acc11))));
+            let r12 = select(subgroupBroadcast(av1, 4u), subgroupBroadcast(av3, 4u), lane >= 4u);
+            acc12 = fma(vec4(r12.x), bm[0], fma(vec4(r12.y), bm[1], fma(vec4(r12.z), bm[2], fma(vec4(r12.w), bm[3], acc12))));
+            let r13 = select(subgroupBroadcast(av1, 5u), subgroupBroadcast(av3, 5u), lane >= 4u);
+            acc13 = fma(vec4(r13.x), bm[0], fma(vec4(r13.y), bm[1], fma(vec4(r13.z), bm[2], fma(vec4(r13.w), bm[3], acc13))));
+            let r14 = select(subgroupBroadcast(av1, 6u), subgroupBroadcast(av3, 6u), lane >= 4u);
+            acc14 = fma(vec4(r14.x), bm[0], fma(vec4(r14.y), bm[1], fma(vec4(r14.z), bm[2], fma(vec4(r14.w), bm[3], acc14))));
+            let r15 = select(subgroupBroadcast(av1, 7u), subgroupBroadcast(av3, 7u), lane >= 4u);
+            acc15 = fma(vec4(r15.x), bm[0], fma(vec4(r15.y), bm[1], fma(vec4(r15.z), bm[2], fma(vec4(r15.w), bm[3], acc15))));
+        }
+    }
+    store_y4(row0 + (lane >> 2u) * 16u + 0u, col0, group, acc0);
+    store_y4(row0 + (lane >> 2u) * 16u + 1u, col0, group, acc1);
+    store_y4(row0 + (lane >> 2u) * 16u + 2u, col0, group, acc2);
+    store_y4(row0 + (lane >> 2u) * 16u + 3u, col0, group, acc3);
+    store_y4(row0 + (lane >> 2u) * 16u + 4u, col0, group, acc4);
+    store_y4(row0 + (lane >> 2u) * 16u + 5u, col0, group, acc5);
+    store_y4(row0 + (lane >> 2u) * 16u + 6u, col0, group, acc6);
+    store_y4(row0 + (lane >> 2u) * 16u + 7u, col0, group, acc7);
+    store_y4(row0 + (lane >> 2u) * 16u + 8u, col0, group, acc8);
+    store_y4(row0 + (lane >> 2u) * 16u + 9u, col0, group, acc9);
+    store_y4(row0 + (lane >> 2u) * 16u + 10u, col0, group, acc10);
+    store_y4(row0 + (lane >> 2u) * 16u + 11u, col0, group, acc11);
+    store_y4(row0 + (lane >> 2u) * 16u + 12u, col0, group, acc12);
+    store_y4(row0 + (lane >> 2u) * 16u + 13u, col0, group, acc13);
+    store_y4(row0 + (lane >> 2u) * 16u + 14u, col0, group, acc14);
+    store_y4(row0 + (lane >> 2u) * 16u + 15u, col0, group, acc15);
+}
+
+@compute @workgroup_size(8, WG_Y, 1)
+fn conv2d_backward_data_sg16_h(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid.x;
+    let group = wid.x / p.col_tiles;
+    let col0 = (wid.x % p.col_tiles) * 16u + (lane & 3u) * 4u;
+    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * 32u;
+    let kg4 = p.kg / 4u;
+    let cg4 = p.cg / 4u;
+    // weight[k, r, s, c] in vec4 units: this lane's 4 channels, and the step per k.
+    let c4 = min(col0, p.cg - 4u) / 4u;
+    let k_step = p.r * p.s * cg4;
+    let k_first = group * p.kg * k_step + c4;
+    let px0 = in_pixel(row0 + 0u + lane);
+    let px1 = in_pixel(row0 + 8u + lane);
+    let px2 = in_pixel(row0 + 16u + lane);
+    let px3 = in_pixel(row0 + 24u + lane);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var acc8 = vec4<f32>(0.0);
+    var acc9 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0);
+    var acc11 = vec4<f32>(0.0);
+    var acc12 = vec4<f32>(0.0);
+    var acc13 = vec4<f32>(0.0);
+    var acc14 = vec4<f32>(0.0);
+    var acc15 = vec4<f32>(0.0);
+    for (var r = 0u; r < p.r; r++) {
+        for (var s = 0u; s < p.s; s++) {
+            let t0 = dy_tap(px0, r, s, group);
+            let t1 = dy_tap(px1, r, s, group);
+            let t2 = dy_tap(px2, r, s, group);
+            let t3 = dy_tap(px3, r, s, group);
+            let wt = k_first + (r * p.s + s) * cg4;
+            for (var kc = 0u; kc < kg4; kc++) {
+                // Rows t of bm: out-channel 4 kc + t's weights for the 4 channels.
+                let at = wt + kc * 4u * k_step;
+                let bm = mat4x4<f32>(w4[at], w4[at + k_step], w4[at + 2u * k_step], w4[at + 3u * k_step]);
+                let av0 = select(vec4<f32>(0.0), dy4[t0.x + kc], t0.y != 0u);
+                let av1 = select(vec4<f32>(0.0), dy4[t1.x + kc], t1.y != 0u);
+                let av2 = select(vec4<f32>(0.0), dy4[t2.x + kc], t2.y != 0u);
+                let av3 = select(vec4<f32>(0.0), dy4[t3.x + kc], t3.y != 0u);
+                let r0 = select(subgroupBroadcast(av0, 0u), subgroupBroadcast(av2, 0u), lane >= 4u);
+                acc0 = fma(vec4(r0.x), bm[0], fma(vec4(r0.y), bm[1], fma(vec4(r0.z), bm[2], fma(vec4(r0.w), bm[3], acc0))));
+                let r1 = select(subgroupBroadcast(av0, 1u), subgroupBroadcast(av2, 1u), lane >= 4u);
+                acc1 = fma(vec4(r1.x), bm[0], fma(vec4(r1.y), bm[1], fma(vec4(r1.z), bm[2], fma(vec4(r1.w), bm[3], acc1))));
+                let r2 = select(subgroupBroadcast(av0, 2u), subgroupBroadcast(av2, 2u), lane >= 4u);
+                acc2 = fma(vec4(r2.x), bm[0], fma(vec4(r2.y), bm[1], fma(vec4(r2.z), bm[2], fma(vec4(r2.w), bm[3], acc2))));
+                let r3 = select(subgroupBroadcast(av0, 3u), subgroupBroadcast(av2, 3u), lane >= 4u);
+                acc3 = fma(vec4(r3.x), bm[0], fma(vec4(r3.y), bm[1], fma(vec4(r3.z), bm[2], fma(vec4(r3.w), bm[3], acc3))));
+                let r4 = select(subgroupBroadcast(av0, 4u), subgroupBroadcast(av2, 4u), lane >= 4u);
+                acc4 = fma(vec4(r4.x), bm[0], fma(vec4(r4.y), bm[1], fma(vec4(r4.z), bm[2], fma(vec4(r4.w), bm[3], acc4))));
+                let r5 = select(subgroupBroadcast(av0, 5u), subgroupBroadcast(av2, 5u), lane >= 4u);
+                acc5 = fma(vec4(r5.x), bm[0], fma(vec4(r5.y), bm[1], fma(vec4(r5.z), bm[2], fma(vec4(r5.w), bm[3], acc5))));
+                let r6 = select(subgroupBroadcast(av0, 6u), subgroupBroadcast(av2, 6u), lane >= 4u);
+                acc6 = fma(vec4(r6.x), bm[0], fma(vec4(r6.y), bm[1], fma(vec4(r6.z), bm[2], fma(vec4(r6.w), bm[3], acc6))));
+                let r7 = select(subgroupBroadcast(av0, 7u), subgroupBroadcast(av2, 7u), lane >= 4u);
+                acc7 = fma(vec4(r7.x), bm[0], fma(vec4(r7.y), bm[1], fma(vec4(r7.z), bm[2], fma(vec4(r7.w), bm[3], acc7))));
+                let r8 = select(subgroupBroadcast(av1, 0u), subgroupBroadcast(av3, 0u), lane >= 4u);
+                acc8 = fma(vec4(r8.x), bm[0], fma(vec4(r8.y), bm[1], fma(vec4(r8.z), bm[2], fma(vec4(r8.w), bm[3], acc8))));
+                let r9 = select(subgroupBroadcast(av1, 1u), subgroupBroadcast(av3, 1u), lane >= 4u);
+                acc9 = fma(vec4(r9.x), bm[0], fma(vec4(r9.y), bm[1], fma(vec4(r9.z), bm[2], fma(vec4(r9.w), bm[3], acc9))));
+                let r10 = select(subgroupBroadcast(av1, 2u), subgroupBroadcast(av3, 2u), lane >= 4u);
+                acc10 = fma(vec4(r10.x), bm[0], fma(vec4(r10.y), bm[1], fma(vec4(r10.z), bm[2], fma(vec4(r10.w), bm[3], acc10))));
+                let r11 = select(subgroupBroadcast(av1, 3u), subgroupBroadcast(av3, 3u), lane >= 4u);
+                acc11 = fma(vec4(r11.x), bm[0], fma(vec4(r11.y), bm[1], fma(vec4(r11.z), bm[2], fma(vec4(r11.w), bm[3], acc11))));
+                let r12 = select(subgroupBroadcast(av1, 4u), subgroupBroadcast(av3, 4u), lane >= 4u);
+                acc12 = fma(vec4(r12.x), bm[0], fma(vec4(r12.y), bm[1], fma(vec4(r12.z), bm[2], fma(vec4(r12.w), bm[3], acc12))));
+                let r13 = select(subgroupBroadcast(av1, 5u), subgroupBroadcast(av3, 5u), lane >= 4u);
+                acc13 = fma(vec4(r13.x), bm[0], fma(vec4(r13.y), bm[1], fma(vec4(r13.z), bm[2], fma(vec4(r13.w), bm[3], acc13))));
+                let r14 = select(subgroupBroadcast(av1, 6u), subgroupBroadcast(av3, 6u), lane >= 4u);
+                acc14 = fma(vec4(r14.x), bm[0], fma(vec4(r14.y), bm[1], fma(vec4(r14.z), bm[2], fma(vec4(r14.w), bm[3], acc14))));
+                let r15 = select(subgroupBroadcast(av1, 7u), subgroupBroadcast(av3, 7u), lane >= 4u);
+                acc15 = fma(vec4(r15.x), bm[0], fma(vec4(r15.y), bm[1], fma(vec4(r15.z), bm[2], fma(vec4(r15.w), bm[3], acc15))));
+            }
+        }
+    }
+    store_dx4(row0 + (lane >> 2u) * 16u + 0u, col0, group, acc0);
+    store_dx4(row0 + (lane >> 2u) * 16u + 1u, col0, group, acc1);
+    store_dx4(row0 + (lane >> 2u) * 16u + 2u, col0, group, acc2);
+    store_dx4(row0 + (lane >> 2u) * 16u + 3u, col0, group, acc3);
+    store_dx4(row0 + (lane >> 2u) * 16u + 4u, col0, group, acc4);
+    store_dx4(row0 + (lane >> 2u) * 16u + 5u, col0, group, acc5);
+    store_dx4(row0 + (lane >> 2u) * 16u + 6u, col0, group, acc6);
+    store_dx4(row0 + (lane >> 2u) * 16u + 7u, col0, group, acc7);
+    store_dx4(row0 + (lane >> 2u) * 16u + 8u, col0, group, acc8);
+    store_dx4(row0 + (lane >> 2u) * 16u + 9u, col0, group, acc9);
+    store_dx4(row0 + (lane >> 2u) * 16u + 10u, col0, group, acc10);
+    store_dx4(row0 + (lane >> 2u) * 16u + 11u, col0, group, acc11);
+    store_dx4(row0 + (lane >> 2u) * 16u + 12u, col0, group, acc12);
+    store_dx4(row0 + (lane >> 2u) * 16u + 13u, col0, group, acc13);
+    store_dx4(row0 + (lane >> 2u) * 16u + 14u, col0, group, acc14);
+    store_dx4(row0 + (lane >> 2u) * 16u + 15u, col0, group, acc15);
 }

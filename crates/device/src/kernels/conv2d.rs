@@ -99,6 +99,9 @@ struct Params {
 
 /// Rows of y per invocation of the subgroup forward kernels (`shaders/conv2d_sg.wgsl`).
 const SUBGROUP_ROWS: [u32; 3] = [8, 16, 32];
+/// Rows per invocation of the half-lane (`_h`) kernels, for at most `HALF_COLUMNS`.
+const SUBGROUP_HALF_ROWS: [u32; 2] = [8, 16];
+const HALF_COLUMNS: u32 = 16;
 /// Subgroups per workgroup of the subgroup kernels.
 const SUBGROUP_WG_Y: u32 = 4;
 
@@ -127,6 +130,11 @@ pub enum ConvVariant {
     /// backward-filter passes for few channels per group (Cg % 4 != 0, e.g. a first
     /// layer's 1 or 3), over the flattened taps (s, c) / (r, s, c) loaded as scalars.
     SubgroupTaps { rows: u32 },
+    /// [`ConvVariant::Subgroup`] for at most 16 output columns (`*_h` entries): 4 lanes
+    /// span the 16 columns and the other 4 take a second set of `rows` rows.
+    SubgroupHalf { rows: u32 },
+    /// [`ConvVariant::SubgroupTaps`] for at most 16 output columns.
+    SubgroupTapsHalf { rows: u32 },
 }
 
 /// The passes with more than one kernel (and so an autotuned choice).
@@ -154,6 +162,8 @@ impl std::fmt::Display for ConvVariant {
             ConvVariant::Blocked => write!(f, "blocked"),
             ConvVariant::Subgroup { rows } => write!(f, "sg{rows}"),
             ConvVariant::SubgroupTaps { rows } => write!(f, "taps_sg{rows}"),
+            ConvVariant::SubgroupHalf { rows } => write!(f, "sg{rows}h"),
+            ConvVariant::SubgroupTapsHalf { rows } => write!(f, "taps_sg{rows}h"),
         }
     }
 }
@@ -506,10 +516,17 @@ impl Conv2d {
     pub fn forward_variants(&self, gpu: &Gpu) -> Vec<ConvVariant> {
         let mut v = vec![ConvVariant::Blocked];
         if gpu.subgroup_width() == Some(8) && !self.mixed(self.kg()) {
+            let narrow = self.kg() <= HALF_COLUMNS;
             if self.cg() % 4 == 0 {
                 v.extend(SUBGROUP_ROWS.map(|rows| ConvVariant::Subgroup { rows }));
+                if narrow {
+                    v.extend(SUBGROUP_HALF_ROWS.map(|rows| ConvVariant::SubgroupHalf { rows }));
+                }
             } else {
                 v.extend(SUBGROUP_ROWS.map(|rows| ConvVariant::SubgroupTaps { rows }));
+                if narrow {
+                    v.extend(SUBGROUP_HALF_ROWS.map(|rows| ConvVariant::SubgroupTapsHalf { rows }));
+                }
             }
         }
         v
@@ -556,8 +573,16 @@ impl Conv2d {
             ConvVariant::SubgroupTaps { rows: 8 } => Some((8, "conv2d_forward_taps_sg8")),
             ConvVariant::SubgroupTaps { rows: 16 } => Some((16, "conv2d_forward_taps_sg16")),
             ConvVariant::SubgroupTaps { .. } => Some((32, "conv2d_forward_taps_sg32")),
+            ConvVariant::SubgroupHalf { rows: 8 } => Some((8, "conv2d_forward_sg8_h")),
+            ConvVariant::SubgroupHalf { .. } => Some((16, "conv2d_forward_sg16_h")),
+            ConvVariant::SubgroupTapsHalf { rows: 8 } => Some((8, "conv2d_forward_taps_sg8_h")),
+            ConvVariant::SubgroupTapsHalf { .. } => Some((16, "conv2d_forward_taps_sg16_h")),
             ConvVariant::Blocked => None,
         };
+        let half = matches!(
+            variant,
+            ConvVariant::SubgroupHalf { .. } | ConvVariant::SubgroupTapsHalf { .. }
+        );
         if let Some((tm, entry)) = subgroup {
             let rows = (self.n as u64 * self.p() as u64 * self.q() as u64) as u32;
             let gemm = Gemm {
@@ -566,7 +591,7 @@ impl Conv2d {
                 cols: self.kg(),
                 mixed: false,
             };
-            let (builder, groups) = self.subgroup_builder(gpu, &gemm, tm);
+            let (builder, groups) = self.subgroup_builder(gpu, &gemm, tm, half);
             return builder
                 .flag("HAS_BIAS", self.bias)
                 .flag("RELU", self.relu)
@@ -631,6 +656,9 @@ impl Conv2d {
             && !self.mixed(self.cg())
         {
             v.extend(SUBGROUP_ROWS.map(|rows| ConvVariant::Subgroup { rows }));
+            if !strided && self.cg() <= HALF_COLUMNS {
+                v.extend(SUBGROUP_HALF_ROWS.map(|rows| ConvVariant::SubgroupHalf { rows }));
+            }
         }
         v
     }
@@ -669,7 +697,12 @@ impl Conv2d {
             KERNEL,
             || format!("kernel variant {variant:?} does not apply to {self:?} on this adapter"),
         )?;
-        if let ConvVariant::Subgroup { rows: tm } = variant {
+        let subgroup = match variant {
+            ConvVariant::Subgroup { rows } => Some((rows, false)),
+            ConvVariant::SubgroupHalf { rows } => Some((rows, true)),
+            _ => None,
+        };
+        if let Some((tm, half)) = subgroup {
             // Strided: one workgroup column per stride phase, rows for the largest phase.
             let phases = self.stride_h * self.stride_w;
             let rows = to_u32(
@@ -679,13 +712,15 @@ impl Conv2d {
                 KERNEL,
                 "N·H·W",
             )?;
-            let entry = match (phases > 1, tm) {
-                (false, 8) => "conv2d_backward_data_sg8",
-                (false, 16) => "conv2d_backward_data_sg16",
-                (false, _) => "conv2d_backward_data_sg32",
-                (true, 8) => "conv2d_backward_data_phase_sg8",
-                (true, 16) => "conv2d_backward_data_phase_sg16",
-                (true, _) => "conv2d_backward_data_phase_sg32",
+            let entry = match (phases > 1, half, tm) {
+                (false, false, 8) => "conv2d_backward_data_sg8",
+                (false, false, 16) => "conv2d_backward_data_sg16",
+                (false, false, _) => "conv2d_backward_data_sg32",
+                (false, true, 8) => "conv2d_backward_data_sg8_h",
+                (false, true, _) => "conv2d_backward_data_sg16_h",
+                (true, _, 8) => "conv2d_backward_data_phase_sg8",
+                (true, _, 16) => "conv2d_backward_data_phase_sg16",
+                (true, _, _) => "conv2d_backward_data_phase_sg32",
             };
             let gemm = Gemm {
                 entry,
@@ -693,7 +728,7 @@ impl Conv2d {
                 cols: self.cg(),
                 mixed: false,
             };
-            let (builder, mut groups) = self.subgroup_builder(gpu, &gemm, tm);
+            let (builder, mut groups) = self.subgroup_builder(gpu, &gemm, tm, half);
             groups[0] = groups[0].saturating_mul(phases);
             ensure(
                 groups[0] <= gpu.limits().max_compute_workgroups_per_dimension,
@@ -812,7 +847,10 @@ impl Conv2d {
                 Some((16, "conv2d_backward_filter_taps_sg16"))
             }
             ConvVariant::SubgroupTaps { .. } => Some((32, "conv2d_backward_filter_taps_sg32")),
-            ConvVariant::Blocked => None,
+            // Not offered by backward_filter_variants (refused above).
+            ConvVariant::Blocked
+            | ConvVariant::SubgroupHalf { .. }
+            | ConvVariant::SubgroupTapsHalf { .. } => None,
         };
         if let Some((tm, entry)) = subgroup {
             let gemm = Gemm {
@@ -821,7 +859,7 @@ impl Conv2d {
                 cols: self.r * self.s * self.cg(),
                 mixed: false,
             };
-            let (builder, groups) = self.subgroup_builder(gpu, &gemm, tm);
+            let (builder, groups) = self.subgroup_builder(gpu, &gemm, tm, false);
             return builder
                 .flag("ACCUMULATE", accumulate)
                 .read("x", x, self.x_elems())
@@ -894,16 +932,20 @@ impl Conv2d {
     }
 
     /// The builder and grid of a `conv2d_sg.wgsl` kernel with `tm` rows per invocation:
-    /// workgroups of 8 x wg_y, one subgroup (8 lanes x 4 columns) per workgroup row.
+    /// workgroups of 8 x wg_y, one subgroup (8 lanes x 4 columns, or with `half` 4 lanes
+    /// x 4 columns x 2 row sets) per workgroup row.
     fn subgroup_builder<'a>(
         &self,
         gpu: &'a Gpu,
         gemm: &Gemm,
         tm: u32,
+        half: bool,
     ) -> (DispatchBuilder<'a>, [u32; 3]) {
-        let wg_y = SUBGROUP_WG_Y.min(gemm.rows.div_ceil(tm));
-        let col_tiles = gemm.cols.div_ceil(32);
-        let row_tiles = gemm.rows.div_ceil(tm * wg_y);
+        // A half-lane (`_h`) subgroup spans 16 columns and two sets of tm rows.
+        let (tile_cols, sg_rows) = if half { (16, 2 * tm) } else { (32, tm) };
+        let wg_y = SUBGROUP_WG_Y.min(gemm.rows.div_ceil(sg_rows));
+        let col_tiles = gemm.cols.div_ceil(tile_cols);
+        let row_tiles = gemm.rows.div_ceil(sg_rows * wg_y);
         let (builder, groups) =
             self.builder_with(gpu, gemm, shaders::CONV2D_SG, col_tiles, row_tiles);
         (builder.constant("WG_Y", wg_y), groups)
