@@ -11,7 +11,8 @@ use wgtrain_device::reference::pool as reference;
 
 /// Shapes covering AlexNet (3×3 s2, overlapping), ResNet's stem (3×3 s2 p1), plain 2×2
 /// s2, non-square windows with unequal strides, 1×1 and whole-input windows, odd channel
-/// counts and batch 1.
+/// counts and batch 1, and windows that tile the input exactly (LeNet's 2×2 s2 on 24×24,
+/// a 2×3 s(2,3)) whose max backward scatters per window.
 fn shapes(kind: PoolKind) -> Vec<Pool2d> {
     let mk = |n, h, w, c, window, stride, pad| match kind {
         PoolKind::Max => Pool2d::max(n, h, w, c, window, stride, pad),
@@ -21,6 +22,9 @@ fn shapes(kind: PoolKind) -> Vec<Pool2d> {
     (odd.s, odd.stride_w, odd.pad_w) = (2, 2, 1);
     let mut tall = mk(1, 7, 4, 3, 5, 2, 2);
     (tall.s, tall.stride_w, tall.pad_w) = (1, 1, 0);
+    // Windows tiling the input exactly, non-square: max pooling's scatter backward.
+    let mut tiles = mk(2, 6, 9, 8, 2, 2, 0);
+    (tiles.s, tiles.stride_w) = (3, 3);
     vec![
         mk(2, 13, 13, 5, 3, 2, 0),
         mk(1, 12, 11, 3, 3, 2, 1),
@@ -35,6 +39,7 @@ fn shapes(kind: PoolKind) -> Vec<Pool2d> {
         mk(2, 11, 9, 8, 3, 2, 1),
         mk(1, 5, 7, 12, 3, 1, 1),
         mk(3, 8, 8, 260, 2, 2, 0),
+        tiles,
     ]
 }
 

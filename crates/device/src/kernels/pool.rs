@@ -195,6 +195,17 @@ impl Pool2d {
     /// tensor with one invocation per 4 channels of a pixel (x: channel vec4s, y: columns,
     /// z: n·rows + row); `None` (use the 1-D entries) unless `c % 4 == 0` and the grid
     /// fits the per-dimension limit.
+    /// Whether the windows cover the input exactly once (stride = window, no padding,
+    /// nothing left over): max pooling's backward then scatters per window.
+    fn tiles_exactly(&self) -> bool {
+        self.stride_h == self.r
+            && self.stride_w == self.s
+            && self.pad_h == 0
+            && self.pad_w == 0
+            && self.out_h() * self.r == self.h
+            && self.out_w() * self.s == self.w
+    }
+
     fn grid_vec4(&self, gpu: &Gpu, rows: u32, cols: u32) -> Option<([u32; 2], [u32; 3])> {
         let max = gpu.limits().max_compute_workgroups_per_dimension as u64;
         let vecs = self.c / 4;
@@ -285,6 +296,18 @@ impl Pool2d {
         self.check()?;
         self.check_argmax(argmax)?;
         let (len_x, len_y) = (self.input_len(), self.output_len());
+        if let (Some(argmax), true) = (argmax, self.tiles_exactly()) {
+            if let Some((wg, groups)) = self.grid_vec4(gpu, self.out_h(), self.out_w()) {
+                return DispatchBuilder::new(gpu, shaders::POOL, "max_backward_tiles_vec4")
+                    .params(&self.params(len_x))
+                    .read("dy", dy, len_y)
+                    .read("argmax", argmax, len_y)
+                    .write("dx", dx, len_x)
+                    .constant("WG_X", wg[0])
+                    .constant("WG_Y", wg[1])
+                    .build(groups);
+            }
+        }
         if let Some((wg, groups)) = self.grid_vec4(gpu, self.h, self.w) {
             let builder = match argmax {
                 Some(argmax) => DispatchBuilder::new(gpu, shaders::POOL, "max_backward_vec4")
