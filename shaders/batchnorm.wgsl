@@ -2,18 +2,14 @@
 // x[M, C] (M = N·H·W rows, channels contiguous), with PyTorch BatchNorm2d semantics.
 //
 // Entry points, in recording order:
-//   training forward:  column_partials (SQUARED_DEVIATIONS = false), finalize_mean,
-//                      column_partials (SQUARED_DEVIATIONS = true), finalize_variance,
-//                      normalize (RUNNING_STATS = false)
+//   training forward:  column_moments, finalize_moments, normalize (RUNNING_STATS = false)
 //   inference forward: normalize (RUNNING_STATS = true)
 //   backward:          backward_partials, backward_finalize, backward_dx
 //
 // Bindings (p = uniform Params at 0; the others in order from 1; each entry point binds
 // only its own, so one binding number serves different variables in different entries):
-//   column_partials:   x [M, C], mean [C] (read only when SQUARED_DEVIATIONS),
-//                      partials [chunks, C]
-//   finalize_mean:     partials [chunks, C], mean_out [C]
-//   finalize_variance: partials [chunks, C], mean [C], invstd_out [C],
+//   column_moments:    x [M, C], moments [3, chunks, C]
+//   finalize_moments:  moments [3, chunks, C], mean_out [C], invstd_out [C],
 //                      running_mean [C], running_var [C] (both updated in place)
 //   normalize:         x [M, C], mean [C], spread [C] (invstd, or the running variance
 //                      when RUNNING_STATS), gamma [C], beta [C], y [M, C]
@@ -50,8 +46,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read> invstd: array<f32>;
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
 
-// column_partials
-@group(0) @binding(3) var<storage, read_write> partials_out: array<f32>;
+// column_moments
+@group(0) @binding(2) var<storage, read_write> moments_out: array<f32>;
 // backward_partials
 @group(0) @binding(5) var<storage, read_write> grad_partials_out: array<f32>;
 
@@ -80,7 +76,6 @@ struct Params {
 // multiplication or a mask instead of a per-lane division (scalarised on CPU drivers).
 override CHANNELS: u32 = 1u;
 override WG: u32 = 256u;
-override SQUARED_DEVIATIONS: bool = false;
 override RUNNING_STATS: bool = false;
 override RELU: bool = false;
 
@@ -88,37 +83,42 @@ fn linear(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid.x;
 }
 
-// Partial column sums of x (or of (x - mean)², the second pass of the two-pass
-// variance, which avoids the cancellation of E[x²] - E[x]²).
+// One pass over x for both moments. Per chunk and channel: the sum of x (for the mean,
+// summed exactly as a plain mean would be), and the sums of d = x - pivot and of d²,
+// where the channel's pivot is its first value x[0, ch]. The pivot is a sample of the
+// column, so |mean - pivot| is of the order of the standard deviation and
+// Σd² - (Σd)²/M keeps the variance's precision (without a pivot, E[x²] - E[x]² cancels
+// catastrophically for columns whose mean is large against their spread). Layout
+// [3, chunks, C]: the sums of x, of d, of d².
 @compute @workgroup_size(WG)
-fn column_partials(
+fn column_moments(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     let i = linear(wid, nwg, lid);
-    if (i >= p.chunks * p.c) {
+    let total = p.chunks * p.c;
+    if (i >= total) {
         return;
     }
     let chunk = i / p.c;
     let ch = i - chunk * p.c;
     let r0 = chunk * p.rows_per_chunk;
     let r1 = min(r0 + p.rows_per_chunk, p.m);
-    var centre = 0.0;
-    if (SQUARED_DEVIATIONS) {
-        centre = mean[ch];
-    }
-    var acc = 0.0;
+    let pivot = x[ch];
+    var s0 = 0.0;
+    var s1 = 0.0;
+    var s2 = 0.0;
     for (var r = r0; r < r1; r++) {
         let v = x[r * p.c + ch];
-        if (SQUARED_DEVIATIONS) {
-            let d = v - centre;
-            acc = fma(d, d, acc);
-        } else {
-            acc += v;
-        }
+        let d = v - pivot;
+        s0 += v;
+        s1 += d;
+        s2 = fma(d, d, s2);
     }
-    partials_out[i] = acc;
+    moments_out[i] = s0;
+    moments_out[total + i] = s1;
+    moments_out[2u * total + i] = s2;
 }
 
 // Sum of one channel's partials in chunk order (fixed, hence deterministic).
@@ -130,8 +130,10 @@ fn channel_total(ch: u32, first: u32) -> f32 {
     return acc;
 }
 
+// Mean and biased variance → invstd for the normalisation; the unbiased variance (the
+// host checked M > 1) goes into the running estimate, as in PyTorch.
 @compute @workgroup_size(WG)
-fn finalize_mean(
+fn finalize_moments(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -140,25 +142,16 @@ fn finalize_mean(
     if (ch >= p.c) {
         return;
     }
-    mean_out[ch] = channel_total(ch, 0u) / f32(p.m);
-}
-
-// Biased variance → invstd for the normalisation; the unbiased variance (the host
-// checked M > 1) goes into the running estimate, as in PyTorch.
-@compute @workgroup_size(WG)
-fn finalize_variance(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let ch = linear(wid, nwg, lid);
-    if (ch >= p.c) {
-        return;
-    }
-    let sq = channel_total(ch, 0u);
-    invstd_out[ch] = 1.0 / sqrt(sq / f32(p.m) + p.eps);
+    let m = f32(p.m);
+    let total = p.chunks * p.c;
+    let mu = channel_total(ch, 0u) / m;
+    let shift = channel_total(ch, total) / m;
+    // Σ (x - mean)² = Σ d² - M · (mean - pivot)², with mean - pivot = Σ d / M.
+    let sq = max(channel_total(ch, 2u * total) - shift * shift * m, 0.0);
+    mean_out[ch] = mu;
+    invstd_out[ch] = 1.0 / sqrt(sq / m + p.eps);
     let keep = 1.0 - p.momentum;
-    running_mean[ch] = keep * running_mean[ch] + p.momentum * mean[ch];
+    running_mean[ch] = keep * running_mean[ch] + p.momentum * mu;
     running_var[ch] = keep * running_var[ch] + p.momentum * (sq / f32(p.m - 1u));
 }
 

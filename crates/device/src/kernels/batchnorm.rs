@@ -7,8 +7,10 @@
 //! The input `x` is viewed as `[M, C]` with `M = N·H·W` rows and contiguous channels.
 //! Per-channel statistics are column reductions over `M` rows, made deterministic
 //! without atomics: each invocation sums one chunk of rows of one channel into a scratch
-//! buffer of partials `[chunks, C]`, then a finalize pass adds each channel's partials
-//! in chunk order. The chunking is a function of `(M, C)` only.
+//! buffer of partials `[k, chunks, C]`, then a finalize pass adds each channel's partials
+//! in chunk order. The chunking is a function of `(M, C)` only. The training forward
+//! takes both moments in one pass, about each channel's first value (a pivot within
+//! about a standard deviation of the mean, so the variance does not cancel).
 //!
 //! The training forward and the backward are several dispatches that share a scratch
 //! buffer of partial sums ([`BatchNorm::scratch_elems`] f32). A caller that plans its own
@@ -185,13 +187,13 @@ impl BatchNorm {
     }
 
     /// f32 elements of the scratch buffer the training forward and the backward need
-    /// (the backward's two partial sums per chunk and channel; the forward uses half):
-    /// `2 · chunks · C`, a function of `(M, C)` only (0 when either is 0).
+    /// (the forward's three partial sums per chunk and channel; the backward uses two):
+    /// `3 · chunks · C`, a function of `(M, C)` only (0 when either is 0).
     pub fn scratch_elems(&self) -> u64 {
         if self.is_empty() {
             return 0;
         }
-        2 * self.chunking().chunks as u64 * self.c as u64
+        3 * self.chunking().chunks as u64 * self.c as u64
     }
 
     fn check(&self) -> Result<u32> {
@@ -251,9 +253,10 @@ impl BatchNorm {
             .params(p)
     }
 
-    /// Training forward, five dispatches: batch mean, biased variance (two passes over
-    /// `x`), `save_mean` / `save_invstd` (`[C]`, kept for the backward), the in-place
-    /// update of `running_mean` / `running_var` (`[C]`), and `y[M, C]`.
+    /// Training forward, three dispatches: the batch mean and biased variance (one pass
+    /// over `x`, moments about each channel's first value), `save_mean` / `save_invstd`
+    /// (`[C]`, kept for the backward) with the in-place update of `running_mean` /
+    /// `running_var` (`[C]`), and `y[M, C]`.
     /// An error when `M = 1`, as in PyTorch (no variance from one value per channel).
     pub fn prepare_train_with_scratch(
         &self,
@@ -270,26 +273,16 @@ impl BatchNorm {
         })?;
         let (params, ch) = self.params(count);
         let (m, c) = (self.len(), self.c as u64);
-        let partial_elems = ch.chunks as u64 * c;
-        let partials = b.scratch;
-        let partials_pass = |squared: bool| {
-            Self::builder(gpu, "column_partials", &params)
-                .flag("SQUARED_DEVIATIONS", squared)
-                .read("x", b.x, m)
-                .read_opt("mean", squared.then_some(b.save_mean), c)
-                .write("partials", partials, partial_elems)
-                .build(Self::grid(gpu, partial_elems))
-        };
+        let moment_elems = 3 * ch.chunks as u64 * c;
+        let moments = b.scratch;
         Ok(vec![
-            partials_pass(false)?,
-            Self::builder(gpu, "finalize_mean", &params)
-                .read("partials", partials, partial_elems)
+            Self::builder(gpu, "column_moments", &params)
+                .read("x", b.x, m)
+                .write("moments", moments, moment_elems)
+                .build(Self::grid(gpu, moment_elems / 3))?,
+            Self::builder(gpu, "finalize_moments", &params)
+                .read("moments", moments, moment_elems)
                 .write("save_mean", b.save_mean, c)
-                .build(Self::grid(gpu, c))?,
-            partials_pass(true)?,
-            Self::builder(gpu, "finalize_variance", &params)
-                .read("partials", partials, partial_elems)
-                .read("save_mean", b.save_mean, c)
                 .write("save_invstd", b.save_invstd, c)
                 .write("running_mean", b.running_mean, c)
                 .write("running_var", b.running_var, c)
@@ -406,7 +399,8 @@ impl BatchNorm {
         let count = self.check()?;
         let (params, _) = self.params(count);
         let (m, c) = (self.len(), self.c as u64);
-        let partial_elems = self.scratch_elems();
+        // Two partial sums per chunk and channel (dbeta, dgamma).
+        let partial_elems = 2 * self.chunking().chunks as u64 * c;
         let partials = b.scratch;
         Ok(vec![
             Self::builder(gpu, "backward_partials", &params)
