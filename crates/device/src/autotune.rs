@@ -19,8 +19,9 @@
 //! The cache lives in `$WGTRAIN_CACHE_DIR`, else `$XDG_CACHE_HOME/wgtrain`, else
 //! `~/.cache/wgtrain` (`%LOCALAPPDATA%\wgtrain` on Windows). Its file name carries a hash
 //! of the adapter, the driver and every shader's source, so a new driver or a changed
-//! kernel starts afresh. A line that cannot be parsed is reported once (file and byte
-//! offset) and ignored; a cache that cannot be written costs only the re-tuning.
+//! kernel starts afresh; the first write of a process removes that adapter's files for
+//! older shaders. A line that cannot be parsed is reported (file and byte offset) and
+//! ignored; a cache that cannot be written costs only the re-tuning.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
@@ -83,8 +84,10 @@ struct Inner {
     choices: HashMap<String, Choice>,
     /// `kernel \t variant \t options` validated (true) or failed (false) in this process.
     validated: HashMap<String, bool>,
-    /// Keys reported as unparseable, so each is reported once.
+    /// Cache files whose write failure was reported, so each is reported once.
     reported: HashSet<String>,
+    /// Whether stale cache files were looked for already.
+    pruned: bool,
 }
 
 /// The tuned choices of one adapter (see the module documentation).
@@ -373,13 +376,39 @@ impl Autotuner {
             file.sync_all()?;
             std::fs::rename(&tmp, path)
         };
-        if let Err(e) = write() {
-            let mut inner = self.lock();
-            if inner.reported.insert(path.display().to_string()) {
-                eprintln!(
-                    "wgtrain: autotune cache {} not written ({e}); tuning stays in memory",
-                    path.display()
-                );
+        match write() {
+            Ok(()) => self.prune_stale(path),
+            Err(e) => {
+                let mut inner = self.lock();
+                if inner.reported.insert(path.display().to_string()) {
+                    eprintln!(
+                        "wgtrain: autotune cache {} not written ({e}); tuning stays in memory",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Removes (once per process) the other cache files of this adapter and driver: they
+    /// were tuned for shaders that have changed since (their names hash other sources).
+    fn prune_stale(&self, current: &Path) {
+        if std::mem::replace(&mut self.lock().pruned, true) {
+            return;
+        }
+        let Some(Ok(entries)) = current.parent().map(std::fs::read_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path == current || !name.starts_with("autotune-") || !name.ends_with(".tsv") {
+                continue;
+            }
+            let same_adapter = std::fs::read_to_string(&path)
+                .is_ok_and(|text| text.lines().next() == Some(self.header.as_str()));
+            if same_adapter {
+                let _ = std::fs::remove_file(&path);
             }
         }
     }

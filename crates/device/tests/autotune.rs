@@ -114,6 +114,34 @@ fn tuned_kernels_compute_the_right_answer() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A file of the same adapter and driver for other shaders (another hash) is removed
+/// when the current one is written; another adapter's file stays.
+#[test]
+fn stale_cache_files_of_this_adapter_are_pruned() {
+    let dir = temp_dir("prune");
+    let gpu = gpu_with(Mode::On, &dir);
+    let path = gpu.autotuner().path().unwrap().to_owned();
+    let header = format!(
+        "# wgtrain autotune cache v1: {} ({:?}), driver {} {}",
+        gpu.info().name,
+        gpu.info().backend,
+        gpu.info().driver,
+        gpu.info().driver_info
+    );
+    std::fs::create_dir_all(&dir).unwrap();
+    let stale = dir.join("autotune-0000000000000000.tsv");
+    let other = dir.join("autotune-1111111111111111.tsv");
+    std::fs::write(&stale, format!("{header}\nmatmul\tx\tvec4\t1.0\n")).unwrap();
+    std::fs::write(&other, "# wgtrain autotune cache v1: another adapter\n").unwrap();
+    product().tuned_variant(&gpu);
+    if product().variants(&gpu).len() > 1 {
+        assert!(path.exists());
+        assert!(!stale.exists(), "stale file of this adapter kept");
+    }
+    assert!(other.exists(), "another adapter's file removed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn off_and_small_problems_take_the_heuristic_untimed() {
     let dir = temp_dir("off");
