@@ -62,9 +62,12 @@ impl Mode {
             Ok("off") | Ok("0") => Mode::Off,
             Ok("refresh") => Mode::Refresh,
             Ok(other) => {
-                eprintln!(
-                    "wgtrain: WGTRAIN_AUTOTUNE={other:?} is not one of on, off, refresh; tuning on"
-                );
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    eprintln!(
+                        "wgtrain: WGTRAIN_AUTOTUNE={other:?} is not one of on, off, refresh; tuning on"
+                    );
+                });
                 Mode::On
             }
         }
