@@ -43,6 +43,13 @@ const FORMAT: u32 = 1;
 /// How long one candidate's measured run aims to take.
 const TIMING_BUDGET: Duration = Duration::from_millis(3);
 
+/// The most time tuning one shape may take: candidates not yet timed when it is spent
+/// are skipped (the heuristic choice is timed first, so it is always among those
+/// compared). Kernels of a second or more (a large batch on a CPU adapter) would
+/// otherwise stall the first step for minutes, the cold-start cost this tuner is meant
+/// to avoid.
+const SHAPE_BUDGET: Duration = Duration::from_millis(1500);
+
 /// Whether and how kernels are tuned (`WGTRAIN_AUTOTUNE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -225,7 +232,18 @@ impl Autotuner {
         // A candidate that failed is a bug or a driver problem: the choice made without
         // it is kept for this process only, so the next one tries again.
         let mut all_ran = true;
-        for &v in candidates {
+        let order = std::iter::once(heuristic)
+            .filter(|h| candidates.contains(h))
+            .chain(candidates.iter().copied().filter(|&v| v != heuristic));
+        for v in order {
+            if started.elapsed() > SHAPE_BUDGET {
+                if log::enabled(log::Level::Info) {
+                    eprintln!(
+                        "wgtrain: autotune: {kernel} {shape}: time budget spent, {v} and later candidates skipped"
+                    );
+                }
+                break;
+            }
             let vkey = format!("{kernel}\t{v}\t{}", validation_key(v));
             let known = self.lock().validated.get(&vkey).copied();
             let valid = match known {
@@ -266,7 +284,12 @@ impl Autotuner {
         // A shared machine's load comes and goes: the two fastest are timed once more,
         // in the other order, and each keeps its better time.
         timed.sort_by_key(|t| t.1);
-        for i in (0..timed.len().min(2)).rev() {
+        let retime = if started.elapsed() > SHAPE_BUDGET {
+            0
+        } else {
+            2
+        };
+        for i in (0..timed.len().min(retime)).rev() {
             if let Ok(again) = time(timed[i].0, None) {
                 timed[i].1 = timed[i].1.min(again);
             }

@@ -230,5 +230,25 @@ fn a_variant_failing_validation_is_never_picked() {
         |v, _| Ok(std::time::Duration::from_millis(ms(v))),
     );
     assert_eq!(none, "slow");
+    // Kernels too slow to tune within the budget: the heuristic is timed first, and
+    // once the budget is spent the rest are skipped.
+    let mut timed = Vec::new();
+    let slowest = tuner.choose(
+        "fake",
+        "slow shape",
+        MIN_TUNED_MACS,
+        &candidates,
+        "medium",
+        |_| "slow".to_owned(),
+        |_| Ok(true),
+        |v, _| {
+            timed.push(v);
+            std::thread::sleep(std::time::Duration::from_millis(900));
+            Ok(std::time::Duration::from_millis(ms(v)))
+        },
+    );
+    assert_eq!(timed[0], "medium", "the heuristic is timed first");
+    assert!(timed.len() < 4, "kept timing past the budget: {timed:?}");
+    assert!(candidates.contains(&slowest));
     let _ = std::fs::remove_dir_all(&dir);
 }
