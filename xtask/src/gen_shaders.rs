@@ -609,24 +609,16 @@ fn conv_backward_data_phase_entry(tm: u32) -> String {
     let groups = tm / 8;
     let mut s = String::new();
     let w = &mut s;
-    let _ = writeln!(w, "@compute @workgroup_size(8, WG_Y, 1)");
-    let _ = writeln!(w, "fn conv2d_backward_data_phase_sg{tm}(");
-    let _ = writeln!(w, "    @builtin(workgroup_id) wid: vec3<u32>,");
-    let _ = writeln!(w, "    @builtin(local_invocation_id) lid: vec3<u32>,");
-    let _ = writeln!(w, "    @builtin(num_workgroups) nwg: vec3<u32>,");
-    let _ = writeln!(w, ") {{");
-    for line in [
-        "    let lane = lid.x;",
-        "    let gp = wid.x / p.col_tiles;",
-        "    let group = gp % p.groups;",
-        "    let ph = phase_of(gp / p.groups);",
-        "    let col0 = (wid.x % p.col_tiles) * 32u + lane * 4u;",
-    ] {
-        let _ = writeln!(w, "{line}");
-    }
-    let _ = writeln!(
+    entry_head(
         w,
-        "    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * {tm}u;"
+        &format!("conv2d_backward_data_phase_sg{tm}"),
+        &[
+            "    let gp = wid.x / p.col_tiles;",
+            "    let group = gp % p.groups;",
+            "    let ph = phase_of(gp / p.groups);",
+            Lanes::Full.col0(),
+        ],
+        tm,
     );
     for line in [
         "    // Uniform over the subgroup: a tile past this phase's rows has nothing to do.",
@@ -694,23 +686,11 @@ fn conv_forward_taps_entry(tm: u32, lanes: Lanes) -> String {
     let groups = lanes.rows(tm) / 8;
     let mut s = String::new();
     let w = &mut s;
-    let _ = writeln!(w, "@compute @workgroup_size(8, WG_Y, 1)");
-    let _ = writeln!(w, "fn conv2d_forward_taps_sg{tm}{}(", lanes.suffix());
-    let _ = writeln!(w, "    @builtin(workgroup_id) wid: vec3<u32>,");
-    let _ = writeln!(w, "    @builtin(local_invocation_id) lid: vec3<u32>,");
-    let _ = writeln!(w, "    @builtin(num_workgroups) nwg: vec3<u32>,");
-    let _ = writeln!(w, ") {{");
-    for line in [
-        "    let lane = lid.x;",
-        "    let group = wid.x / p.col_tiles;",
-        lanes.col0(),
-    ] {
-        let _ = writeln!(w, "{line}");
-    }
-    let _ = writeln!(
+    entry_head(
         w,
-        "    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * {}u;",
-        lanes.rows(tm)
+        &format!("conv2d_forward_taps_sg{tm}{}", lanes.suffix()),
+        &[GROUP, lanes.col0()],
+        lanes.rows(tm),
     );
     for line in [
         "    let sc = p.s * p.cg;",
@@ -795,23 +775,7 @@ fn filter_entry(tm: u32, taps: bool) -> String {
     } else {
         "conv2d_backward_filter_sg"
     };
-    let _ = writeln!(w, "@compute @workgroup_size(8, WG_Y, 1)");
-    let _ = writeln!(w, "fn {name}{tm}(");
-    let _ = writeln!(w, "    @builtin(workgroup_id) wid: vec3<u32>,");
-    let _ = writeln!(w, "    @builtin(local_invocation_id) lid: vec3<u32>,");
-    let _ = writeln!(w, "    @builtin(num_workgroups) nwg: vec3<u32>,");
-    let _ = writeln!(w, ") {{");
-    for line in [
-        "    let lane = lid.x;",
-        "    let group = wid.x / p.col_tiles;",
-        "    let col0 = (wid.x % p.col_tiles) * 32u + lane * 4u;",
-    ] {
-        let _ = writeln!(w, "{line}");
-    }
-    let _ = writeln!(
-        w,
-        "    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * {tm}u;"
-    );
+    entry_head(w, &format!("{name}{tm}"), &[GROUP, Lanes::Full.col0()], tm);
     if taps {
         let _ = writeln!(
             w,
@@ -996,6 +960,29 @@ const CONV_BACKWARD_DATA: ConvPass = ConvPass {
     store_fn: "store_dx4",
 };
 
+/// The group of a conv_sg entry whose workgroup column is (group, column tile).
+const GROUP: &str = "    let group = wid.x / p.col_tiles;";
+
+/// The opening every conv_sg entry shares: the attribute and signature, `lane`, then
+/// `lines` (the group and the lane's first column, `col0`), then `row0`, the first of
+/// the `rows` rows of this subgroup's tile.
+fn entry_head(w: &mut String, name: &str, lines: &[&str], rows: u32) {
+    let _ = writeln!(w, "@compute @workgroup_size(8, WG_Y, 1)");
+    let _ = writeln!(w, "fn {name}(");
+    let _ = writeln!(w, "    @builtin(workgroup_id) wid: vec3<u32>,");
+    let _ = writeln!(w, "    @builtin(local_invocation_id) lid: vec3<u32>,");
+    let _ = writeln!(w, "    @builtin(num_workgroups) nwg: vec3<u32>,");
+    let _ = writeln!(w, ") {{");
+    let _ = writeln!(w, "    let lane = lid.x;");
+    for line in lines {
+        let _ = writeln!(w, "{line}");
+    }
+    let _ = writeln!(
+        w,
+        "    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * {rows}u;"
+    );
+}
+
 fn conv_forward_entry(tm: u32, lanes: Lanes) -> String {
     conv_entry(tm, &CONV_FORWARD, lanes)
 }
@@ -1070,19 +1057,11 @@ fn conv_entry(tm: u32, pass: &ConvPass, lanes: Lanes) -> String {
     let groups = lanes.rows(tm) / 8;
     let mut s = String::new();
     let w = &mut s;
-    let _ = writeln!(w, "@compute @workgroup_size(8, WG_Y, 1)");
-    let _ = writeln!(w, "fn {}{tm}{}(", pass.name, lanes.suffix());
-    let _ = writeln!(w, "    @builtin(workgroup_id) wid: vec3<u32>,");
-    let _ = writeln!(w, "    @builtin(local_invocation_id) lid: vec3<u32>,");
-    let _ = writeln!(w, "    @builtin(num_workgroups) nwg: vec3<u32>,");
-    let _ = writeln!(w, ") {{");
-    let _ = writeln!(w, "    let lane = lid.x;");
-    let _ = writeln!(w, "    let group = wid.x / p.col_tiles;");
-    let _ = writeln!(w, "{}", lanes.col0());
-    let _ = writeln!(
+    entry_head(
         w,
-        "    let row0 = ((wid.z * nwg.y + wid.y) * WG_Y + lid.y) * {}u;",
-        lanes.rows(tm)
+        &format!("{}{tm}{}", pass.name, lanes.suffix()),
+        &[GROUP, lanes.col0()],
+        lanes.rows(tm),
     );
     for line in pass.setup {
         let _ = writeln!(w, "{line}");

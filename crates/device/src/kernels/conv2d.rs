@@ -117,6 +117,18 @@ fn subgroup_rows_for(rows: u64) -> u32 {
     }
 }
 
+/// The heuristics' choice among `variants`: the subgroup kernel with `rows` rows per
+/// invocation (the vec4 one, else the flattened-taps one), else the register-blocked one.
+fn subgroup_or_blocked(variants: &[ConvVariant], rows: u32) -> ConvVariant {
+    [
+        ConvVariant::Subgroup { rows },
+        ConvVariant::SubgroupTaps { rows },
+    ]
+    .into_iter()
+    .find(|v| variants.contains(v))
+    .unwrap_or(ConvVariant::Blocked)
+}
+
 /// One of the kernels for a convolution pass; [`Conv2d::forward_variants`] lists those
 /// that apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -536,14 +548,7 @@ impl Conv2d {
     /// register-blocked one on lavapipe), with rows per invocation by the output pixels.
     pub fn heuristic_forward(&self, gpu: &Gpu) -> ConvVariant {
         let rows = subgroup_rows_for(self.n as u64 * self.p() as u64 * self.q() as u64);
-        let variants = self.forward_variants(gpu);
-        [
-            ConvVariant::Subgroup { rows },
-            ConvVariant::SubgroupTaps { rows },
-        ]
-        .into_iter()
-        .find(|v| variants.contains(v))
-        .unwrap_or(ConvVariant::Blocked)
+        subgroup_or_blocked(&self.forward_variants(gpu), rows)
     }
 
     /// [`Conv2d::prepare`] with a chosen kernel, one of [`Conv2d::forward_variants`].
@@ -670,14 +675,7 @@ impl Conv2d {
         let rows = self.n as u64
             * self.h.div_ceil(self.stride_h.max(1)) as u64
             * self.w.div_ceil(self.stride_w.max(1)) as u64;
-        let want = ConvVariant::Subgroup {
-            rows: subgroup_rows_for(rows),
-        };
-        if self.backward_data_variants(gpu).contains(&want) {
-            want
-        } else {
-            ConvVariant::Blocked
-        }
+        subgroup_or_blocked(&self.backward_data_variants(gpu), subgroup_rows_for(rows))
     }
 
     /// [`Conv2d::prepare_backward_data`] with a chosen kernel, one of
@@ -811,14 +809,7 @@ impl Conv2d {
             kg if kg >= 16 => 16,
             _ => 8,
         };
-        let variants = self.backward_filter_variants(gpu);
-        [
-            ConvVariant::Subgroup { rows },
-            ConvVariant::SubgroupTaps { rows },
-        ]
-        .into_iter()
-        .find(|v| variants.contains(v))
-        .unwrap_or(ConvVariant::Blocked)
+        subgroup_or_blocked(&self.backward_filter_variants(gpu), rows)
     }
 
     /// [`Conv2d::prepare_backward_filter`] with a chosen kernel, one of
