@@ -20,6 +20,7 @@
 pub use wgtrain_device as device;
 pub use wgtrain_graph as graph;
 pub use wgtrain_models as models;
+pub use wgtrain_parallel as parallel;
 
 /// The names most programs need.
 pub mod prelude {

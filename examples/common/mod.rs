@@ -21,6 +21,7 @@ use wgtrain::graph::{Decay, Optimizer, Schedule};
 use wgtrain::models::train::{EpochRecord, TrainConfig, Trainer};
 use wgtrain::models::zoo::Model;
 use wgtrain::models::{checkpoint, torch};
+use wgtrain::parallel::{DeviceSpec, LocalComm};
 use wgtrain::prelude::Gpu;
 
 /// Flags every training example takes. Defaults that depend on the model or the adapter
@@ -82,6 +83,22 @@ pub struct TrainFlags {
     /// a run with --resume and without --max-steps goes on from there)
     #[arg(long, value_name = "N", value_parser = at_least_one_u32)]
     pub max_steps: Option<u32>,
+    /// Data-parallel training on several devices in this process: a count (one device
+    /// per GPU adapter) or a comma-separated list of adapter indices or names, which may
+    /// repeat (0,0: two devices on adapter 0). Each takes batch-size/N images per step
+    #[arg(long, value_name = "N|LIST", value_parser = parse_devices, conflicts_with = "distributed")]
+    pub devices: Option<DeviceSpec>,
+    /// Data-parallel training across processes started by `mpirun` (one replica per
+    /// process; needs a build with `--features mpi`)
+    #[arg(long)]
+    pub distributed: bool,
+    /// Data-parallel runs: the most MiB of gradients per all-reduce message
+    #[arg(long, value_name = "MIB", default_value_t = 25.0, value_parser = positive_f32)]
+    pub bucket_mb: f32,
+}
+
+fn parse_devices(s: &str) -> Result<DeviceSpec, String> {
+    DeviceSpec::parse(s).map_err(|e| e.to_string())
 }
 
 /// The optimizers the examples offer.
@@ -366,10 +383,182 @@ pub fn run(
         progress: std::io::stderr().is_terminal(),
         max_steps: flags.max_steps,
         debug_nonfinite: false,
+        bucket_bytes: (flags.bucket_mb as f64 * 1048576.0) as u64,
     };
+    let replicas = if flags.distributed {
+        Replicas::Mpi
+    } else {
+        match &flags.devices {
+            Some(spec) if spec.len() > 1 => Replicas::Local(spec.open()?),
+            Some(spec) => Replicas::One(spec.open()?.remove(0)),
+            None => Replicas::One(gpu),
+        }
+    };
+    let world = match &replicas {
+        Replicas::One(_) => 1,
+        Replicas::Local(gpus) => gpus.len(),
+        Replicas::Mpi => 0, // known once MPI is up
+    };
+    let batch = train.batch_size();
+    if world > 1 && batch % world != 0 {
+        bail!(
+            "--batch-size {batch} is not a multiple of the {world} devices: each replica takes \
+             an equal share of every batch"
+        );
+    }
+    match replicas {
+        Replicas::One(gpu) => {
+            let trainer = Trainer::new(gpu, model, config).context("setting up training")?;
+            run_trainer(trainer, &name, flags, &run, train, eval)
+        }
+        Replicas::Local(gpus) => {
+            say(
+                "replicas",
+                format!(
+                    "{} devices in this process, {} images each per step: {}",
+                    gpus.len(),
+                    batch / gpus.len(),
+                    gpus.iter()
+                        .map(|g| g.info().name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            let comms = LocalComm::group(gpus.len());
+            let results: Vec<Result<Option<f32>>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = gpus
+                    .into_iter()
+                    .zip(comms)
+                    .map(|(gpu, comm)| {
+                        let (model, config, run, name) =
+                            (model.clone(), config.clone(), &run, &name);
+                        scope.spawn(move || {
+                            let trainer = Trainer::distributed(gpu, model, config, Box::new(comm))
+                                .context("setting up training")?;
+                            run_trainer(trainer, name, flags, run, train, eval)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("a replica thread panicked")))
+                    })
+                    .collect()
+            });
+            first_cause(results)
+        }
+        Replicas::Mpi => run_mpi(model, config, &name, flags, &run, train, eval),
+    }
+}
+
+/// Where the replicas run.
+enum Replicas {
+    One(Arc<Gpu>),
+    Local(Vec<Arc<Gpu>>),
+    Mpi,
+}
+
+/// Rank 0's result, or the error that started a failure: the first rank whose error is
+/// not about another rank having stopped.
+fn first_cause(results: Vec<Result<Option<f32>>>) -> Result<Option<f32>> {
+    if results.iter().all(Result::is_ok) {
+        return results.into_iter().next().unwrap_or(Ok(None));
+    }
+    let mut errors: Vec<(usize, anyhow::Error)> = results
+        .into_iter()
+        .enumerate()
+        .filter_map(|(rank, r)| r.err().map(|e| (rank, e)))
+        .collect();
+    let cause = errors
+        .iter()
+        .position(|(_, e)| !format!("{e:#}").contains(" stopped ("))
+        .unwrap_or(0);
+    let (rank, error) = errors.swap_remove(cause);
+    Err(error.context(format!("replica {rank}")))
+}
+
+#[cfg(feature = "mpi")]
+fn run_mpi(
+    model: Model,
+    config: TrainConfig,
+    name: &str,
+    flags: &TrainFlags,
+    run: &RunConfig,
+    train: &wgtrain::models::data::Loader,
+    eval: &wgtrain::models::data::Loader,
+) -> Result<Option<f32>> {
+    use wgtrain::parallel::{Communicator, MpiComm};
+    if !MpiComm::launched_by_mpirun() {
+        bail!(
+            "--distributed: this process was not started by mpirun (e.g. `mpirun -np 2 <this command>`)"
+        );
+    }
+    let comm = MpiComm::init()?;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let batch = train.batch_size();
+    if batch % world != 0 {
+        bail!("--batch-size {batch} is not a multiple of the {world} MPI processes");
+    }
+    // One GPU per process: the local rank's GPU when this node has several.
+    let local = std::env::var("OMPI_COMM_WORLD_LOCAL_RANK")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let gpu = match std::env::var("WGTRAIN_ADAPTER") {
+        Ok(_) => open_gpu()?,
+        Err(_) => {
+            let gpus = DeviceSpec::Count(1)
+                .adapters()
+                .map(|a| a.len())
+                .unwrap_or(1);
+            let spec = DeviceSpec::Count(gpus.max(1));
+            let choice = spec.adapters()?;
+            Arc::new(Gpu::with_adapter(Some(&choice[local % choice.len()]))?)
+        }
+    };
+    if rank == 0 {
+        say(
+            "replicas",
+            format!(
+                "{world} MPI processes, {} images each per step",
+                batch / world
+            ),
+        );
+    }
+    let trainer =
+        Trainer::distributed(gpu, model, config, Box::new(comm)).context("setting up training")?;
+    run_trainer(trainer, name, flags, run, train, eval).with_context(|| format!("MPI rank {rank}"))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn run_mpi(
+    _: Model,
+    _: TrainConfig,
+    _: &str,
+    _: &TrainFlags,
+    _: &RunConfig,
+    _: &wgtrain::models::data::Loader,
+    _: &wgtrain::models::data::Loader,
+) -> Result<Option<f32>> {
+    bail!("{}", wgtrain::parallel::NO_MPI)
+}
+
+/// Trains with `trainer` (one replica of a data-parallel run, or the only one); rank 0
+/// prints the epochs, writes the weights and the summary.
+fn run_trainer(
+    mut trainer: Trainer,
+    name: &str,
+    flags: &TrainFlags,
+    run: &RunConfig,
+    train: &wgtrain::models::data::Loader,
+    eval: &wgtrain::models::data::Loader,
+) -> Result<Option<f32>> {
+    let root = trainer.rank() == 0;
     let checkpoint = flags.checkpoint.as_deref();
     let resuming = flags.resume && checkpoint.is_some_and(Path::is_file);
-    if let (true, false, Some(path)) = (flags.resume, resuming, checkpoint) {
+    if let (true, false, Some(path), true) = (flags.resume, resuming, checkpoint, root) {
         say(
             "resume",
             format!(
@@ -378,16 +567,17 @@ pub fn run(
             ),
         );
     }
-    let mut trainer = Trainer::new(gpu, model, config).context("setting up training")?;
     if let Some(path) = &flags.init_weights {
         let loaded = torch::load_state_dict(path, trainer.session())
             .context("--init-weights (a torchvision state_dict for this model)")?;
-        say(
-            "weights",
-            format!("{} tensors from {}", loaded.tensors, path.display()),
-        );
+        if root {
+            say(
+                "weights",
+                format!("{} tensors from {}", loaded.tensors, path.display()),
+            );
+        }
     }
-    if let (true, Some(path)) = (resuming, checkpoint) {
+    if let (true, Some(path), true) = (resuming, checkpoint, root) {
         let p = trainer.position();
         say(
             "resume",
@@ -401,7 +591,9 @@ pub fn run(
             ),
         );
     }
-    println!();
+    if root {
+        println!();
+    }
     let start = Instant::now();
     let (epochs, images) = (run.epochs, train.dataset().len());
     let records = trainer
@@ -409,6 +601,13 @@ pub fn run(
         .with_context(|| format!("training {name}"))?;
     let last = records.last().copied();
     let seconds = start.elapsed().as_secs_f32();
+    let ranks = match trainer.world_size() {
+        1 => Vec::new(),
+        _ => trainer.rank_stats()?,
+    };
+    if !root {
+        return Ok(last.and_then(|r| r.eval_top1));
+    }
     if let Some(path) = &flags.save_weights {
         torch::save_state_dict(path, trainer.session()).context("--save-weights")?;
         say(
@@ -416,7 +615,24 @@ pub fn run(
             format!("state_dict written to {}", path.display()),
         );
     }
-    print_summary(&trainer, flags, &run, &name, last, seconds, train);
+    for r in &ranks {
+        say(
+            &format!("rank {}", r.rank),
+            format!(
+                "{:.0} img/s ({} images in {:.1} s of steps); gradient exchange {:.2} s \
+                 ({:.1}% of its steps, {:.1} MiB), {:.0}% of the reduction overlapped with \
+                 backward",
+                r.images / r.seconds.max(1e-9),
+                thousands(r.images as usize),
+                r.seconds,
+                r.comm_s,
+                100.0 * r.comm_s / r.seconds.max(1e-9),
+                r.bytes / 1048576.0,
+                100.0 * r.overlapped
+            ),
+        );
+    }
+    print_summary(&trainer, flags, run, name, last, seconds, train);
     Ok(last.and_then(|r| r.eval_top1))
 }
 

@@ -244,6 +244,18 @@ impl Gpu {
         self.take_errors()
     }
 
+    /// Waits until submission `index` has completed (later ones may still run), then
+    /// reports any GPU error raised meanwhile.
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| DeviceError::Gpu(e.to_string()))?;
+        self.take_errors()
+    }
+
     /// Returns (and clears) the first GPU error that was not caught by an error scope.
     pub fn take_errors(&self) -> Result<()> {
         let mut errors = self

@@ -25,6 +25,10 @@ pub enum GraphError {
     #[error("{0}")]
     Invalid(String),
 
+    /// A host reduction across replicas failed (a peer stopped, a timeout).
+    #[error("{0}")]
+    Collective(String),
+
     /// The GPU runtime failed (kernel parameters, buffer limits, GPU errors).
     #[error(transparent)]
     Device(#[from] DeviceError),

@@ -88,6 +88,8 @@ pub struct Graph {
     pub(crate) values: Vec<ValueInfo>,
     pub(crate) variables: Vec<Variable>,
     scope: Vec<String>,
+    /// Bucket ids handed out to host all-reduce nodes so far.
+    pub(crate) reduce_buckets: u32,
 }
 
 /// Leaf op for inputs and variables: no dispatch, a fixed type.

@@ -116,6 +116,12 @@ pub trait Op: Debug + Send + Sync {
         &[]
     }
 
+    /// This node is a host reduction point ([`AllReduce`](crate::ops::sync::AllReduce)):
+    /// the session cuts the run there and hands the value to the caller's reduction.
+    fn host_reduce(&self) -> Option<crate::ops::sync::HostReduce> {
+        None
+    }
+
     /// Rewrites this op's per-run uniforms (learning rate, step, seed) before a run;
     /// `inputs` are the node's input types in this plan.
     fn update(

@@ -24,7 +24,9 @@ use crate::plan::{Layout, PlanReport, Storage, explain_buffer, infer_types, plan
 use crate::tensor::{DType, TensorType, Value};
 
 mod nonfinite;
+mod sync;
 pub use nonfinite::{NonFiniteNode, VariableSnapshot};
+pub use sync::{Reducer, SyncStats};
 
 /// One input for a run: name, shape (batch first) and data.
 #[derive(Clone, Debug)]
@@ -120,6 +122,8 @@ struct Plan {
     lowered: Vec<(NodeId, Vec<Dispatch>, Vec<TensorType>)>,
     staging: Vec<(Value, wgpu::Buffer, u64)>,
     report: PlanReport,
+    /// The cuts for host reductions, when the schedule holds any.
+    sync: Option<sync::SyncPlan>,
 }
 
 /// Runs a [`Graph`] on a GPU.
@@ -269,7 +273,8 @@ impl Session {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut lowered = Vec::new();
-        for &id in &layout.schedule {
+        let mut lowered_positions = Vec::new();
+        for (position, &id) in layout.schedule.iter().enumerate() {
             let node = &self.graph.nodes[id];
             if node.inputs.is_empty() || layout.silent.contains(&id) {
                 continue;
@@ -312,7 +317,9 @@ impl Session {
                 other => other,
             })?;
             lowered.push((id, dispatches, inputs));
+            lowered_positions.push(position);
         }
+        let sync = sync::plan_sync(&self.gpu, &self.graph, &layout, &lowered_positions);
         let staging = key
             .fetch
             .iter()
@@ -335,6 +342,7 @@ impl Session {
             lowered,
             staging,
             report,
+            sync,
         })
     }
 
@@ -379,6 +387,13 @@ impl Session {
             "wgtrain.run",
             plan.lowered.iter().flat_map(|(_, d, _)| d.iter()),
         );
+        self.copy_fetched(plan, &mut encoder);
+        gpu.submit(encoder);
+        self.read_fetched(plan)
+    }
+
+    /// Records the copies of the fetched values into the plan's staging buffers.
+    fn copy_fetched(&self, plan: &Plan, encoder: &mut wgpu::CommandEncoder) {
         for (value, staging, bytes) in &plan.staging {
             let src: &wgpu::Buffer = match plan.layout.storage[value.0] {
                 Some(Storage::Buffer(b)) => &plan.buffers[b],
@@ -387,11 +402,14 @@ impl Session {
             };
             encoder.copy_buffer_to_buffer(src, 0, staging, 0, *bytes);
         }
-        gpu.submit(encoder);
+    }
+
+    /// Waits for the run's last submission and reads the fetched values back.
+    fn read_fetched(&self, plan: &Plan) -> Result<Fetched> {
         for (_, staging, _) in &plan.staging {
             staging.slice(..).map_async(wgpu::MapMode::Read, |_| {});
         }
-        gpu.sync()?;
+        self.gpu.sync()?;
         let mut fetched = Fetched::default();
         for (value, staging, bytes) in &plan.staging {
             let words = {

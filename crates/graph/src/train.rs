@@ -4,7 +4,7 @@
 use crate::error::Result;
 use crate::op::{Mode, StepInfo};
 use crate::ops::optim::Training;
-use crate::session::{Feed, Session};
+use crate::session::{Feed, Fetched, Session};
 use crate::tensor::Value;
 
 /// Named tensors: `(parameter name, values)`.
@@ -44,16 +44,7 @@ impl Session {
             &training.updates,
             StepInfo { step, lr, seed: 0 },
         )?;
-        let counts = out.u32(training.nonfinite);
-        Ok(StepOutput {
-            loss: out.scalar(training.loss),
-            correct: training.correct.map(|c| {
-                let v = out.u32(c);
-                [v[0], v[1]]
-            }),
-            nonfinite_grads: counts.iter().map(|&c| c as u64).sum(),
-            first_nonfinite_grad: counts.iter().position(|&c| c > 0),
-        })
+        Ok(training.step_output(&out))
     }
 
     /// The loss (and hit counts) in evaluation mode: running batch-norm statistics,
@@ -115,5 +106,21 @@ impl Session {
             loss,
             grads.into_iter().map(|(n, v)| (n, out.f32(v))).collect(),
         ))
+    }
+}
+
+impl Training {
+    /// What a training step's fetched values (see [`Training::step_fetch`]) report.
+    pub(crate) fn step_output(&self, out: &Fetched) -> StepOutput {
+        let counts = out.u32(self.nonfinite);
+        StepOutput {
+            loss: out.scalar(self.loss),
+            correct: self.correct.map(|c| {
+                let v = out.u32(c);
+                [v[0], v[1]]
+            }),
+            nonfinite_grads: counts.iter().map(|&c| c as u64).sum(),
+            first_nonfinite_grad: counts.iter().position(|&c| c > 0),
+        }
     }
 }

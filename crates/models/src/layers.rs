@@ -231,14 +231,38 @@ pub fn basic_block(
     stride: usize,
     shortcut: Shortcut,
 ) -> Result<Value> {
+    basic_block_with(g, name, x, in_c, out_c, stride, shortcut, true)
+}
+
+/// [`basic_block`], with batch norm after each convolution only when `batch_norm`
+/// (without it the block is two convolutions with biases, as in data-parallel
+/// equivalence tests, where per-replica batch statistics would change the math).
+#[allow(clippy::too_many_arguments)]
+pub fn basic_block_with(
+    g: &mut Graph,
+    name: &str,
+    x: Value,
+    in_c: usize,
+    out_c: usize,
+    stride: usize,
+    shortcut: Shortcut,
+    batch_norm: bool,
+) -> Result<Value> {
     Ok(g.scoped(name, |g| -> wgtrain_graph::Result<Value> {
+        let bias = !batch_norm;
         let y = g.scoped("conv1", |g| {
-            conv2d(g, x, in_c, out_c, 3, stride, 1, 1, false)
+            conv2d(g, x, in_c, out_c, 3, stride, 1, 1, bias)
         })?;
-        let y = g.scoped("bn1", |g| g.batch_norm(y))?;
+        let y = match batch_norm {
+            true => g.scoped("bn1", |g| g.batch_norm(y))?,
+            false => y,
+        };
         let y = g.relu(y)?;
-        let y = g.scoped("conv2", |g| conv2d(g, y, out_c, out_c, 3, 1, 1, 1, false))?;
-        let y = g.scoped("bn2", |g| g.batch_norm(y))?;
+        let y = g.scoped("conv2", |g| conv2d(g, y, out_c, out_c, 3, 1, 1, 1, bias))?;
+        let y = match batch_norm {
+            true => g.scoped("bn2", |g| g.batch_norm(y))?,
+            false => y,
+        };
         let identity = shortcut_path(g, x, in_c, out_c, stride, shortcut)?;
         let sum = g.add(y, identity)?;
         g.relu(sum)

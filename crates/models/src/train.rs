@@ -18,6 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use wgtrain_graph::device::Gpu;
 use wgtrain_graph::session::VariableSnapshot;
 use wgtrain_graph::{Feed, Mode, Optimizer, Schedule, Session, StepInfo, StepOutput, Training};
+use wgtrain_parallel::{Communicator, ReplicaStats};
 
 use crate::checkpoint::{self, Position};
 use crate::data::{Batch, Loader};
@@ -48,6 +49,9 @@ pub struct TrainConfig {
     /// is non-finite. Costs a GPU copy of every variable before each step. Also on when
     /// the environment sets `WGTRAIN_DEBUG_NONFINITE=1`.
     pub debug_nonfinite: bool,
+    /// Data-parallel runs ([`Trainer::distributed`]): the most bytes of gradients per
+    /// all-reduce message (PyTorch DDP's 25 MiB by default).
+    pub bucket_bytes: u64,
 }
 
 impl TrainConfig {
@@ -66,8 +70,24 @@ impl TrainConfig {
             progress: false,
             max_steps: None,
             debug_nonfinite: false,
+            bucket_bytes: wgtrain_parallel::DEFAULT_BUCKET_BYTES,
         }
     }
+}
+
+/// One replica's share of a data-parallel run, as [`Trainer::rank_stats`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RankStats {
+    pub rank: usize,
+    /// Images this replica trained on, and the seconds its steps took.
+    pub images: f64,
+    pub seconds: f64,
+    /// Seconds exchanging gradients and metrics (copy-out, reduction, write-back).
+    pub comm_s: f64,
+    /// Of the gradient reduction time, the fraction hidden behind backward.
+    pub overlapped: f64,
+    /// Bytes of gradients this replica all-reduced.
+    pub bytes: f64,
 }
 
 /// One epoch's figures.
@@ -107,6 +127,11 @@ pub struct Trainer {
     /// Loss of every optimizer step taken by this trainer (resumed runs start empty).
     pub losses: Vec<f32>,
     pub records: Vec<EpochRecord>,
+    /// The other replicas of a data-parallel run.
+    comm: Option<Box<dyn Communicator>>,
+    /// Where this replica's steps went, and the images they trained on.
+    comm_stats: ReplicaStats,
+    images: usize,
 }
 
 /// Called after every optimizer step with its number and loss.
@@ -122,7 +147,33 @@ fn feeds<'a>(batch: &'a Batch) -> [Feed<'a>; 2] {
 impl Trainer {
     /// Attaches the optimizer to `model`, initialises its weights, checks that the
     /// checkpoint path is writable (before any training), and resumes if asked.
-    pub fn new(gpu: Arc<Gpu>, model: Model, mut config: TrainConfig) -> Result<Self> {
+    pub fn new(gpu: Arc<Gpu>, model: Model, config: TrainConfig) -> Result<Self> {
+        Self::build(gpu, model, config, None)
+    }
+
+    /// One replica of synchronous data-parallel training with the others of `comm`:
+    /// gradients are averaged over the global batch in buckets of
+    /// [`TrainConfig::bucket_bytes`] while backward runs, every replica applies the same
+    /// update, and each reads its own shard of every batch ([`Loader::sharded`]; pass
+    /// [`fit`](Self::fit) the global loader). Rank 0 loads the checkpoint (any world
+    /// size wrote it) and its weights are broadcast; rank 0 alone writes checkpoints,
+    /// the chart and progress. Batch norm keeps per-replica statistics; rank 0's
+    /// running statistics are broadcast before evaluation.
+    pub fn distributed(
+        gpu: Arc<Gpu>,
+        model: Model,
+        config: TrainConfig,
+        comm: Box<dyn Communicator>,
+    ) -> Result<Self> {
+        Self::build(gpu, model, config, Some(comm))
+    }
+
+    fn build(
+        gpu: Arc<Gpu>,
+        model: Model,
+        mut config: TrainConfig,
+        comm: Option<Box<dyn Communicator>>,
+    ) -> Result<Self> {
         config.debug_nonfinite |= std::env::var("WGTRAIN_DEBUG_NONFINITE").is_ok_and(|v| v == "1");
         let Model {
             name,
@@ -131,27 +182,45 @@ impl Trainer {
             classes,
             ..
         } = model;
-        let training = graph.minimize_with(loss, config.optimizer, config.clip_grad_norm)?;
+        let training = match comm {
+            Some(_) => graph.minimize_synced(
+                loss,
+                config.optimizer,
+                config.clip_grad_norm,
+                config.bucket_bytes,
+            )?,
+            None => graph.minimize_with(loss, config.optimizer, config.clip_grad_norm)?,
+        };
         let mut session = Session::new(gpu, graph, config.seed)?;
-        let mut position = Position {
+        let root = comm.as_ref().is_none_or(|c| c.rank() == 0);
+        // Rank 0 decides (its file system holds the checkpoint); the others follow.
+        let decided = if root {
+            match &config.checkpoint {
+                Some(path) if config.resume && path.exists() => {
+                    checkpoint::load(path, &session, &name).map(Some)
+                }
+                Some(path) => checkpoint::check_writable(path).map(|()| None),
+                None if config.resume => Err(ModelError::Config(
+                    "--resume needs a checkpoint path".to_owned(),
+                )),
+                None => Ok(None),
+            }
+        } else {
+            Ok(None)
+        };
+        let resumed = match &comm {
+            Some(c) => agree(c.as_ref(), decided)?,
+            None => decided?,
+        };
+        if let Some(c) = &comm {
+            wgtrain_parallel::broadcast_variables(&session, c.as_ref(), 0)?;
+        }
+        let position = resumed.unwrap_or(Position {
             epoch: 0,
             batch: 0,
             steps: 0,
-        };
-        let mut checkpointed = None;
-        if let Some(path) = &config.checkpoint {
-            if config.resume && path.exists() {
-                position = checkpoint::load(path, &session, &name)?;
-                session.set_optimizer_steps(position.steps);
-                checkpointed = Some(position.steps);
-            } else {
-                checkpoint::check_writable(path)?;
-            }
-        } else if config.resume {
-            return Err(ModelError::Config(
-                "--resume needs a checkpoint path".to_owned(),
-            ));
-        }
+        });
+        session.set_optimizer_steps(position.steps);
         Ok(Self {
             session,
             training,
@@ -159,12 +228,74 @@ impl Trainer {
             classes,
             config,
             position,
-            checkpointed,
+            checkpointed: resumed.map(|p| p.steps),
             snapshot: None,
             on_step: None,
             losses: Vec::new(),
             records: Vec::new(),
+            comm,
+            comm_stats: ReplicaStats::default(),
+            images: 0,
         })
+    }
+
+    /// This replica's rank (0 without a communicator).
+    pub fn rank(&self) -> usize {
+        self.comm.as_ref().map_or(0, |c| c.rank())
+    }
+
+    /// Number of replicas (1 without a communicator).
+    pub fn world_size(&self) -> usize {
+        self.comm.as_ref().map_or(1, |c| c.world_size())
+    }
+
+    fn is_root(&self) -> bool {
+        self.rank() == 0
+    }
+
+    /// Where this replica's training steps went so far (gradient exchange, overlap).
+    pub fn replica_stats(&self) -> ReplicaStats {
+        self.comm_stats
+    }
+
+    /// Every replica's images, step time and communication time, gathered on every rank
+    /// (a collective: all ranks call it).
+    pub fn rank_stats(&self) -> Result<Vec<RankStats>> {
+        const FIELDS: usize = 5;
+        let world = self.world_size();
+        let s = &self.comm_stats;
+        let mut table = vec![0.0f32; world * FIELDS];
+        let comm_s = s.sync.copy_out_s + s.sync.reduce_s + s.sync.copy_in_s + s.metrics_s;
+        table[self.rank() * FIELDS..][..FIELDS].copy_from_slice(&[
+            self.images as f32,
+            s.step_s as f32,
+            comm_s as f32,
+            s.sync.overlapped() as f32,
+            s.sync.bytes as f32,
+        ]);
+        if let Some(c) = &self.comm {
+            c.all_reduce_sum(&mut table).map_err(collective)?;
+        }
+        Ok(table
+            .chunks(FIELDS)
+            .enumerate()
+            .map(|(rank, f)| RankStats {
+                rank,
+                images: f[0] as f64,
+                seconds: f[1] as f64,
+                comm_s: f[2] as f64,
+                overlapped: f[3] as f64,
+                bytes: f[4] as f64,
+            })
+            .collect())
+    }
+
+    /// `loader` as this replica reads it: its shard in a data-parallel run.
+    fn local_loader(&self, loader: &Loader) -> Result<Loader> {
+        match self.world_size() {
+            1 => Ok(loader.clone()),
+            world => loader.clone().sharded(self.rank(), world),
+        }
     }
 
     /// Calls `hook(step, loss)` after every successful optimizer step, before that step's
@@ -202,6 +333,8 @@ impl Trainer {
         eval: Option<&Loader>,
         mut on_epoch: impl FnMut(&EpochRecord),
     ) -> Result<&[EpochRecord]> {
+        let global = train;
+        let train = &self.local_loader(global)?;
         while (self.position.epoch as usize) < self.config.epochs && !self.done() {
             let epoch = self.position.epoch;
             let record = self.train_epoch(train, epoch)?;
@@ -215,7 +348,9 @@ impl Trainer {
                 eval_top5: ev.map(|e| e.top5),
                 ..record
             });
-            on_epoch(&self.records[self.records.len() - 1]);
+            if self.is_root() {
+                on_epoch(&self.records[self.records.len() - 1]);
+            }
             if self.position.batch >= train.batches_per_epoch() {
                 self.position = Position {
                     epoch: epoch + 1,
@@ -225,7 +360,8 @@ impl Trainer {
             }
             self.save_checkpoint()?;
         }
-        if let Some(path) = &self.config.plot {
+        let _ = global;
+        if let (Some(path), true) = (&self.config.plot, self.is_root()) {
             let acc: Vec<(usize, f32)> = self
                 .records
                 .iter()
@@ -255,9 +391,24 @@ impl Trainer {
             if self.config.debug_nonfinite {
                 self.snapshot = Some(self.session.snapshot_variables(self.snapshot.take())?);
             }
-            let out = self
-                .session
-                .train_step(&self.training, &feeds(&batch), lr)?;
+            let out = match &self.comm {
+                Some(comm) => {
+                    let (out, stats) = wgtrain_parallel::train_step(
+                        &mut self.session,
+                        &self.training,
+                        comm.as_ref(),
+                        &feeds(&batch),
+                        lr,
+                        batch.share(),
+                    )?;
+                    self.comm_stats.add(&stats);
+                    out
+                }
+                None => self
+                    .session
+                    .train_step(&self.training, &feeds(&batch), lr)?,
+            };
+            self.images += batch.labels.len();
             if out.nonfinite_grads > 0 || !out.loss.is_finite() {
                 return Err(self.fault(&out, &batch, epoch, lr));
             }
@@ -267,7 +418,7 @@ impl Trainer {
             if let Some(hook) = &mut self.on_step {
                 hook(self.position.steps, out.loss);
             }
-            let n = batch.labels.len();
+            let n = batch.global;
             loss_sum += out.loss as f64 * n as f64;
             hits += out.correct.map_or(0, |c| c[0] as u64);
             seen += n;
@@ -301,7 +452,7 @@ impl Trainer {
     }
 
     fn progress_bar(&self, total: usize, epoch: u64) -> ProgressBar {
-        if !self.config.progress {
+        if !self.config.progress || !self.is_root() {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::new(total as u64);
@@ -314,9 +465,15 @@ impl Trainer {
         bar
     }
 
-    /// Loss and accuracy over every batch of `loader`, in evaluation mode.
+    /// Loss and accuracy over every batch of `loader`, in evaluation mode. In a
+    /// data-parallel run every replica evaluates its shard with rank 0's batch-norm
+    /// statistics, and the figures are those of all shards together.
     pub fn evaluate(&mut self, loader: &Loader) -> Result<Evaluation> {
-        let (mut loss, mut top1, mut top5, mut n) = (0.0f64, 0u64, 0u64, 0usize);
+        if let Some(comm) = &self.comm {
+            wgtrain_parallel::broadcast_state(&self.session, comm.as_ref(), 0)?;
+        }
+        let loader = &self.local_loader(loader)?;
+        let mut sums = [0.0f32; 4]; // loss · count, top-1, top-5, count
         for (i, batch) in loader.epoch(0, 0).enumerate() {
             let batch = batch?;
             check_labels(&batch.labels, self.classes, || {
@@ -324,18 +481,21 @@ impl Trainer {
             })?;
             let out = self.session.evaluate(&self.training, &feeds(&batch))?;
             let count = batch.labels.len();
-            loss += out.loss as f64 * count as f64;
+            sums[0] += out.loss * count as f32;
             if let Some([a, b]) = out.correct {
-                top1 += a as u64;
-                top5 += b as u64;
+                sums[1] += a as f32;
+                sums[2] += b as f32;
             }
-            n += count;
+            sums[3] += count as f32;
         }
-        let n = n.max(1) as f64;
+        if let Some(comm) = &self.comm {
+            comm.all_reduce_sum(&mut sums).map_err(collective)?;
+        }
+        let n = sums[3].max(1.0);
         Ok(Evaluation {
-            loss: (loss / n) as f32,
-            top1: (top1 as f64 / n) as f32,
-            top5: (top5 as f64 / n) as f32,
+            loss: sums[0] / n,
+            top1: sums[1] / n,
+            top5: sums[2] / n,
         })
     }
 
@@ -406,6 +566,10 @@ impl Trainer {
     }
 
     fn save_checkpoint(&mut self) -> Result<()> {
+        if !self.is_root() {
+            self.checkpointed = Some(self.position.steps);
+            return Ok(());
+        }
         if let Some(path) = &self.config.checkpoint {
             checkpoint::save(path, &self.session, &self.model, self.position)?;
             self.checkpointed = Some(self.position.steps);
@@ -424,5 +588,51 @@ fn check_labels(labels: &[u32], classes: usize, at: impl FnOnce() -> String) -> 
             at()
         ))),
         None => Ok(()),
+    }
+}
+
+fn collective(e: wgtrain_parallel::CommError) -> ModelError {
+    ModelError::Graph(wgtrain_graph::GraphError::Collective(e.to_string()))
+}
+
+/// Hands rank 0's decision (resume from a position, start afresh, or an error) to every
+/// rank, so that no rank waits for a broadcast rank 0 will never send.
+fn agree(comm: &dyn Communicator, decided: Result<Option<Position>>) -> Result<Option<Position>> {
+    let mut bytes = match (&decided, comm.rank()) {
+        (_, r) if r != 0 => Vec::new(),
+        (Ok(None), _) => vec![0u8],
+        (Ok(Some(p)), _) => {
+            let mut b = vec![1u8];
+            b.extend_from_slice(&p.epoch.to_le_bytes());
+            b.extend_from_slice(&(p.batch as u64).to_le_bytes());
+            b.extend_from_slice(&(p.steps as u64).to_le_bytes());
+            b
+        }
+        (Err(e), _) => {
+            let mut b = vec![2u8];
+            b.extend_from_slice(e.to_string().as_bytes());
+            b
+        }
+    };
+    comm.broadcast_bytes(&mut bytes, 0).map_err(collective)?;
+    if comm.rank() == 0 {
+        return decided;
+    }
+    let word =
+        |i: usize| u64::from_le_bytes(bytes[1 + 8 * i..9 + 8 * i].try_into().unwrap_or_default());
+    match bytes.first() {
+        Some(0) => Ok(None),
+        Some(1) if bytes.len() == 25 => Ok(Some(Position {
+            epoch: word(0),
+            batch: word(1) as usize,
+            steps: word(2) as u32,
+        })),
+        Some(2) => Err(ModelError::Config(format!(
+            "rank 0 could not set up training: {}",
+            String::from_utf8_lossy(&bytes[1..])
+        ))),
+        _ => Err(ModelError::Config(
+            "rank 0 sent a malformed set-up message".to_owned(),
+        )),
     }
 }

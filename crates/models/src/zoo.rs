@@ -9,7 +9,9 @@
 use wgtrain_graph::{Graph, TensorType, Value};
 
 use crate::error::Result;
-use crate::layers::{Layer, Sequential, Shortcut, basic_block, bottleneck, config, conv2d, linear};
+use crate::layers::{
+    Layer, Sequential, Shortcut, basic_block, basic_block_with, bottleneck, config, conv2d, linear,
+};
 
 /// A model ready to train: graph, inputs, logits, loss and hit counts.
 #[derive(Debug, Clone)]
@@ -421,6 +423,17 @@ pub fn resnet_width(
 /// The CIFAR ResNets of He et al. 2015 §4.2: depth 6n+2 (20, 32, 44, 56, 110), three
 /// stages of n basic blocks at 16, 32, 64 channels, option-A (zero-padding) shortcuts.
 pub fn cifar_resnet(depth: usize, classes: usize, batch: usize) -> Result<Model> {
+    cifar_resnet_with(depth, classes, batch, true)
+}
+
+/// [`cifar_resnet`] without batch norm (convolutions with biases instead): the same
+/// function of the weights whatever the batch is split into, for data-parallel
+/// equivalence checks.
+pub fn cifar_resnet_without_bn(depth: usize, classes: usize, batch: usize) -> Result<Model> {
+    cifar_resnet_with(depth, classes, batch, false)
+}
+
+fn cifar_resnet_with(depth: usize, classes: usize, batch: usize, bn: bool) -> Result<Model> {
     if depth < 8 || (depth - 2) % 6 != 0 {
         return Err(config(format!(
             "CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}"
@@ -429,8 +442,11 @@ pub fn cifar_resnet(depth: usize, classes: usize, batch: usize) -> Result<Model>
     let n = (depth - 2) / 6;
     let input = [32, 32, 3];
     let (mut g, images, labels) = start(batch, input)?;
-    let x = g.scoped("conv1", |g| conv2d(g, images, 3, 16, 3, 1, 1, 1, false))?;
-    let x = g.scoped("bn1", |g| g.batch_norm(x))?;
+    let x = g.scoped("conv1", |g| conv2d(g, images, 3, 16, 3, 1, 1, 1, !bn))?;
+    let x = match bn {
+        true => g.scoped("bn1", |g| g.batch_norm(x))?,
+        false => x,
+    };
     let mut x = g.relu(x)?;
     let mut in_c = 16;
     for stage in 0..3 {
@@ -438,14 +454,14 @@ pub fn cifar_resnet(depth: usize, classes: usize, batch: usize) -> Result<Model>
         for b in 0..n {
             let stride = if b == 0 && stage > 0 { 2 } else { 1 };
             let name = format!("layer{}.{b}", stage + 1);
-            x = basic_block(&mut g, &name, x, in_c, width, stride, Shortcut::ZeroPad)?;
+            x = basic_block_with(&mut g, &name, x, in_c, width, stride, Shortcut::ZeroPad, bn)?;
             in_c = width;
         }
     }
     let pooled = g.global_avg_pool(x)?;
     let logits = g.scoped("fc", |g| linear(g, pooled, in_c, classes))?;
     finish(
-        format!("resnet{depth}-cifar"),
+        format!("resnet{depth}-cifar{}", if bn { "" } else { "-nobn" }),
         g,
         images,
         labels,

@@ -12,6 +12,7 @@ pub mod mse;
 pub mod norm;
 pub mod optim;
 pub mod pool;
+pub mod sync;
 
 use crate::error::Result;
 use wgtrain_device::Dispatch;

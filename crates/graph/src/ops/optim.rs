@@ -13,6 +13,7 @@ use crate::op::{LowerCtx, Mode, Op, StepInfo, expect};
 use crate::ops::clip::{ClipGrad, GradNorm};
 use crate::ops::finite::CountNonFinite;
 use crate::ops::loss::CORRECT;
+use crate::ops::sync::{AllReduce, Reduction};
 use crate::tensor::{DType, TensorType, Value};
 
 /// An optimizer and its hyper-parameters (PyTorch's semantics and defaults).
@@ -214,6 +215,20 @@ pub struct Training {
     /// `[k]` u32: how many elements of each (unclipped) gradient are NaN or ±Inf, in the
     /// order of [`Gradients::iter`]; checked on the GPU in every training step.
     pub nonfinite: Value,
+    /// The gradient all-reduce buckets of [`Graph::minimize_synced`], in the order
+    /// backward completes them (empty for a single-replica graph).
+    pub buckets: Vec<GradBucket>,
+}
+
+/// One bucket of gradients reduced across replicas as a single message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GradBucket {
+    /// The bucket id of its [`AllReduce`] nodes.
+    pub id: u32,
+    /// Its gradients' bytes in all.
+    pub bytes: u64,
+    /// Its gradients, as slots of [`Training::gradients`] (variable order).
+    pub slots: Vec<usize>,
 }
 
 impl Training {
@@ -252,6 +267,33 @@ impl Graph {
         optimizer: Optimizer,
         clip_grad_norm: Option<f32>,
     ) -> Result<Training> {
+        self.minimize_impl(loss, optimizer, clip_grad_norm, None)
+    }
+
+    /// [`minimize_with`](Self::minimize_with) for data-parallel replicas: every gradient
+    /// is all-reduced across replicas ([`Reduction::BatchMean`]) before clipping and the
+    /// update. Gradients are grouped into buckets of at most `bucket_bytes` (a larger
+    /// gradient gets a bucket of its own) in the order backward produces them, so a
+    /// bucket can travel while backward goes on. Run it with
+    /// [`Session::train_step_synced`](crate::Session::train_step_synced); a plain
+    /// `train_step` treats the reductions as the identity (one replica).
+    pub fn minimize_synced(
+        &mut self,
+        loss: Value,
+        optimizer: Optimizer,
+        clip_grad_norm: Option<f32>,
+        bucket_bytes: u64,
+    ) -> Result<Training> {
+        self.minimize_impl(loss, optimizer, clip_grad_norm, Some(bucket_bytes.max(1)))
+    }
+
+    fn minimize_impl(
+        &mut self,
+        loss: Value,
+        optimizer: Optimizer,
+        clip_grad_norm: Option<f32>,
+        bucket_bytes: Option<u64>,
+    ) -> Result<Training> {
         let gradients = self.backward(loss)?;
         if gradients.is_empty() {
             return Err(GraphError::Invalid(
@@ -259,6 +301,10 @@ impl Graph {
             ));
         }
         let mut applied: Vec<(usize, Value)> = gradients.by_variable.clone();
+        let buckets = match bucket_bytes {
+            Some(limit) => self.reduce_gradients(&mut applied, limit)?,
+            None => Vec::new(),
+        };
         // Before clipping: the check must see the raw gradients, and it must be
         // scheduled before the in-place clip overwrites them.
         let raw: Vec<Value> = applied.iter().map(|&(_, g)| g).collect();
@@ -310,6 +356,47 @@ impl Graph {
             gradients,
             updates,
             nonfinite,
+            buckets,
         })
+    }
+
+    /// Puts an [`AllReduce`] after every gradient of `applied` (replacing it there),
+    /// bucketed in the order the gradients' producers run.
+    fn reduce_gradients(
+        &mut self,
+        applied: &mut [(usize, Value)],
+        limit: u64,
+    ) -> Result<Vec<GradBucket>> {
+        let mut order: Vec<usize> = (0..applied.len()).collect();
+        order.sort_by_key(|&slot| (self.producer(applied[slot].1), slot));
+        let mut buckets: Vec<GradBucket> = Vec::new();
+        for slot in order {
+            let bytes = self.ty(applied[slot].1).bytes();
+            let fits = buckets.last().is_some_and(|b| b.bytes + bytes <= limit);
+            if !fits {
+                let id = self.new_reduce_bucket();
+                buckets.push(GradBucket {
+                    id,
+                    bytes: 0,
+                    slots: Vec::new(),
+                });
+            }
+            let bucket = buckets.last_mut().expect("pushed above");
+            bucket.bytes += bytes;
+            bucket.slots.push(slot);
+            let (var, grad) = applied[slot];
+            let scope = self.variables[var].name.clone();
+            let reduced = self.scoped(&scope, |g| {
+                g.apply1(
+                    AllReduce {
+                        bucket: bucket.id,
+                        reduction: Reduction::BatchMean,
+                    },
+                    &[grad],
+                )
+            })?;
+            applied[slot].1 = reduced;
+        }
+        Ok(buckets)
     }
 }

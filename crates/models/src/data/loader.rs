@@ -18,6 +18,16 @@ pub struct Batch {
     pub labels: Vec<u32>,
     /// `[N, H, W, C]` (N may be smaller for the last batch of an epoch).
     pub shape: [usize; 4],
+    /// Samples in the global batch this one is a shard of (`N` when the loader is not
+    /// [sharded](Loader::sharded)).
+    pub global: usize,
+}
+
+impl Batch {
+    /// This batch's fraction of its global batch (1 unless sharded).
+    pub fn share(&self) -> f32 {
+        self.labels.len() as f32 / self.global.max(1) as f32
+    }
 }
 
 /// Training-time augmentation.
@@ -39,6 +49,8 @@ pub struct Loader {
     seed: u64,
     augment: Augment,
     prefetch: usize,
+    /// `(rank, world)`: this loader yields shard `rank` of each global batch.
+    shard: (usize, usize),
 }
 
 impl Loader {
@@ -59,7 +71,44 @@ impl Loader {
             seed: 0,
             augment: Augment::default(),
             prefetch: 2,
+            shard: (0, 1),
         })
+    }
+
+    /// Shard `rank` of `world` of every batch: each global batch of this loader's size
+    /// (from the same seeded per-epoch shuffle on every rank) is split into `world`
+    /// disjoint, contiguous parts, and this loader reads only part `rank`, augmented
+    /// exactly as the unsharded loader would. The batch size must be a multiple of
+    /// `world`; a last batch smaller than `world` is dropped (every rank needs at least
+    /// one sample).
+    pub fn sharded(mut self, rank: usize, world: usize) -> Result<Self> {
+        if world == 0 || rank >= world {
+            return Err(ModelError::Config(format!(
+                "rank {rank} is out of range for a world of {world}"
+            )));
+        }
+        if self.batch % world != 0 {
+            return Err(ModelError::Config(format!(
+                "the batch size {} is not a multiple of the world size {world} (each of the \
+                 {world} replicas takes an equal share of every batch)",
+                self.batch
+            )));
+        }
+        self.shard = (rank, world);
+        Ok(self)
+    }
+
+    /// Samples in global batch `b` of an epoch (before sharding).
+    pub fn global_batch_len(&self, b: usize) -> usize {
+        self.dataset
+            .len()
+            .saturating_sub(b * self.batch)
+            .min(self.batch)
+    }
+
+    /// The global batch size.
+    pub fn batch_size(&self) -> usize {
+        self.batch
     }
 
     /// Shuffles every epoch with `seed`.
@@ -77,7 +126,13 @@ impl Loader {
 
     /// Batches per epoch (the last may be smaller).
     pub fn batches_per_epoch(&self) -> usize {
-        self.dataset.len().div_ceil(self.batch)
+        let all = self.dataset.len().div_ceil(self.batch);
+        let world = self.shard.1;
+        if world > 1 && self.global_batch_len(all - 1) < world {
+            all - 1
+        } else {
+            all
+        }
     }
 
     /// The dataset.
@@ -110,8 +165,22 @@ impl Loader {
     }
 
     fn produce(&self, epoch: u64, order: Vec<usize>, skip: usize, tx: SyncSender<Result<Batch>>) {
-        for (b, chunk) in order.chunks(self.batch).enumerate().skip(skip) {
-            let batch = self.assemble(epoch, b, chunk);
+        let (rank, world) = self.shard;
+        let batches = self.batches_per_epoch();
+        for (b, chunk) in order
+            .chunks(self.batch)
+            .enumerate()
+            .skip(skip)
+            .take(batches - skip.min(batches))
+        {
+            let len = chunk.len();
+            let (from, to) = (rank * len / world, (rank + 1) * len / world);
+            let batch = self
+                .assemble(epoch, b, from, &chunk[from..to])
+                .map(|batch| Batch {
+                    global: len,
+                    ..batch
+                });
             let failed = batch.is_err();
             if tx.send(batch).is_err() || failed {
                 return; // the consumer stopped early, or was handed the error
@@ -119,7 +188,8 @@ impl Loader {
         }
     }
 
-    fn assemble(&self, epoch: u64, b: usize, chunk: &[usize]) -> Result<Batch> {
+    /// The samples `chunk`, which start at position `from` of global batch `b`.
+    fn assemble(&self, epoch: u64, b: usize, from: usize, chunk: &[usize]) -> Result<Batch> {
         let [h, w, c] = self.dataset.image_shape();
         let per = h * w * c;
         let mut tmp = vec![0.0f32; per];
@@ -131,7 +201,7 @@ impl Loader {
                 labels.push(self.dataset.try_sample(index, out)?);
             } else {
                 labels.push(self.dataset.try_sample(index, &mut tmp)?);
-                let position = (b * self.batch + j) as u64;
+                let position = (b * self.batch + from + j) as u64;
                 let mut rng = Rng::stream(self.seed ^ 0xA06, epoch << 32 | position);
                 augment_into(&tmp, out, [h, w, c], self.augment, &mut rng);
             }
@@ -140,6 +210,7 @@ impl Loader {
             images,
             labels,
             shape: [chunk.len(), h, w, c],
+            global: chunk.len(),
         })
     }
 }

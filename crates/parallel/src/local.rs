@@ -1,0 +1,376 @@
+//! [`LocalComm`]: replicas as threads of one process (one wgpu device each: several
+//! adapters, or several devices opened on one adapter).
+//!
+//! ## Design
+//!
+//! One shared rendezvous guarded by a mutex and a condition variable. A collective is a
+//! *round*: each rank deposits its contribution; the last to arrive computes the result
+//! (the rank-order sum, the root's data, nothing for a barrier), publishes it and opens
+//! the next round; the others wake, copy the result and leave. A rank's result stays
+//! published until the next round completes, which needs that rank, so no one can
+//! overwrite it early. A rank whose endpoint is dropped (its thread returned, failed or
+//! panicked) is marked gone; anyone waiting for it gets [`CommError::PeerFailed`] at
+//! once, and every wait is bounded by a timeout. Point-to-point messages go to per-rank
+//! mailboxes.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::comm::{CommError, Communicator, sum_in_rank_order};
+
+/// The default bound on any wait: generous for a slow CPU adapter's step, still finite.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What a round computes once everyone has arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Round {
+    Sum,
+    Broadcast(usize),
+    Barrier,
+}
+
+impl Round {
+    fn name(self) -> &'static str {
+        match self {
+            Round::Sum => "all_reduce",
+            Round::Broadcast(_) => "broadcast",
+            Round::Barrier => "barrier",
+        }
+    }
+}
+
+struct State {
+    /// Rounds completed so far.
+    completed: u64,
+    /// The round in progress: what it is and each rank's contribution.
+    round: Option<Round>,
+    contributions: Vec<Option<Vec<u8>>>,
+    arrived: usize,
+    /// The last completed round's result.
+    result: Arc<Vec<u8>>,
+    /// Ranks that stopped, with why.
+    gone: Vec<Option<String>>,
+    /// Per destination rank: `(source, tag, data)`.
+    mailboxes: Vec<VecDeque<(usize, u32, Vec<f32>)>>,
+}
+
+struct Shared {
+    world: usize,
+    state: Mutex<State>,
+    wake: Condvar,
+    timeout: Duration,
+}
+
+/// One rank's endpoint of a [`LocalComm::group`]. Move it into that rank's thread.
+pub struct LocalComm {
+    rank: usize,
+    shared: Arc<Shared>,
+}
+
+impl LocalComm {
+    /// A group of `world` endpoints, rank `i` at index `i`, with the default timeout.
+    pub fn group(world: usize) -> Vec<LocalComm> {
+        Self::group_with_timeout(world, DEFAULT_TIMEOUT)
+    }
+
+    /// [`group`](Self::group) where every wait gives up after `timeout`.
+    pub fn group_with_timeout(world: usize, timeout: Duration) -> Vec<LocalComm> {
+        let world = world.max(1);
+        let shared = Arc::new(Shared {
+            world,
+            state: Mutex::new(State {
+                completed: 0,
+                round: None,
+                contributions: vec![None; world],
+                arrived: 0,
+                result: Arc::new(Vec::new()),
+                gone: vec![None; world],
+                mailboxes: vec![VecDeque::new(); world],
+            }),
+            wake: Condvar::new(),
+            timeout,
+        });
+        (0..world)
+            .map(|rank| LocalComm {
+                rank,
+                shared: shared.clone(),
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A rank that panicked while holding the lock cannot have left the state half
+        // written in a way that matters here: its endpoint's drop marks it gone.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs one round: contributes `mine`, returns the round's result.
+    fn round(&self, round: Round, mine: Vec<u8>) -> Result<Arc<Vec<u8>>, CommError> {
+        let op = round.name();
+        let deadline = Instant::now() + self.shared.timeout;
+        let mut state = self.lock();
+        match state.round {
+            Some(current) if current != round => {
+                return Err(CommError::Mismatch {
+                    me: self.rank,
+                    message: format!("called {op} while other ranks are in {}", current.name()),
+                });
+            }
+            _ => state.round = Some(round),
+        }
+        state.contributions[self.rank] = Some(mine);
+        state.arrived += 1;
+        let my_round = state.completed;
+        if state.arrived == self.shared.world {
+            let parts: Vec<Vec<u8>> = state
+                .contributions
+                .iter_mut()
+                .map(|c| c.take().unwrap_or_default())
+                .collect();
+            let result = match round {
+                Round::Sum => sum_bytes(&parts, self.rank)?,
+                Round::Broadcast(root) => parts[root].clone(),
+                Round::Barrier => Vec::new(),
+            };
+            state.result = Arc::new(result);
+            state.arrived = 0;
+            state.round = None;
+            state.completed += 1;
+            self.shared.wake.notify_all();
+            return Ok(state.result.clone());
+        }
+        loop {
+            if state.completed > my_round {
+                return Ok(state.result.clone());
+            }
+            let missing: Vec<usize> = (0..self.shared.world)
+                .filter(|&r| state.contributions[r].is_none() && r != self.rank)
+                .collect();
+            if let Some((rank, reason)) = missing
+                .iter()
+                .find_map(|&r| state.gone[r].clone().map(|why| (r, why)))
+            {
+                return Err(CommError::PeerFailed {
+                    rank,
+                    me: self.rank,
+                    op,
+                    reason,
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(CommError::Timeout {
+                    me: self.rank,
+                    op,
+                    missing,
+                    timeout: self.shared.timeout,
+                });
+            }
+            state = self
+                .shared
+                .wake
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
+
+    fn mark_gone(&self, reason: String) {
+        let mut state = self.lock();
+        if state.gone[self.rank].is_none() {
+            state.gone[self.rank] = Some(reason);
+        }
+        self.shared.wake.notify_all();
+    }
+}
+
+/// The rank-order sum of equal-length f32 byte vectors.
+fn sum_bytes(parts: &[Vec<u8>], me: usize) -> Result<Vec<u8>, CommError> {
+    let len = parts[0].len();
+    if let Some(r) = parts.iter().position(|p| p.len() != len) {
+        return Err(CommError::Mismatch {
+            me,
+            message: format!(
+                "all_reduce lengths differ: rank 0 has {} elements, rank {r} {}",
+                len / 4,
+                parts[r].len() / 4
+            ),
+        });
+    }
+    let floats: Vec<Vec<f32>> = parts.iter().map(|p| from_bytes(p)).collect();
+    let mut out = vec![0.0f32; len / 4];
+    sum_in_rank_order(floats.iter().map(Vec::as_slice), &mut out);
+    Ok(to_bytes(&out))
+}
+
+fn to_bytes(data: &[f32]) -> Vec<u8> {
+    data.iter().flat_map(|x| x.to_ne_bytes()).collect()
+}
+
+fn from_bytes(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+impl Communicator for LocalComm {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn world_size(&self) -> usize {
+        self.shared.world
+    }
+
+    fn all_reduce_sum(&self, data: &mut [f32]) -> Result<(), CommError> {
+        if self.shared.world == 1 {
+            return Ok(());
+        }
+        let result = self.round(Round::Sum, to_bytes(data))?;
+        if result.len() != data.len() * 4 {
+            return Err(CommError::Mismatch {
+                me: self.rank,
+                message: format!(
+                    "all_reduce of {} elements got {}",
+                    data.len(),
+                    result.len() / 4
+                ),
+            });
+        }
+        data.copy_from_slice(&from_bytes(&result));
+        Ok(())
+    }
+
+    fn broadcast(&self, data: &mut [f32], root: usize) -> Result<(), CommError> {
+        let mut bytes = to_bytes(data);
+        self.broadcast_bytes(&mut bytes, root)?;
+        if bytes.len() != data.len() * 4 {
+            return Err(CommError::Mismatch {
+                me: self.rank,
+                message: format!(
+                    "broadcast from rank {root} sent {} elements, this rank expects {}",
+                    bytes.len() / 4,
+                    data.len()
+                ),
+            });
+        }
+        data.copy_from_slice(&from_bytes(&bytes));
+        Ok(())
+    }
+
+    fn broadcast_bytes(&self, data: &mut Vec<u8>, root: usize) -> Result<(), CommError> {
+        check_rank(root, self.shared.world)?;
+        if self.shared.world == 1 {
+            return Ok(());
+        }
+        let result = self.round(Round::Broadcast(root), std::mem::take(data))?;
+        *data = result.as_ref().clone();
+        Ok(())
+    }
+
+    fn barrier(&self) -> Result<(), CommError> {
+        if self.shared.world == 1 {
+            return Ok(());
+        }
+        self.round(Round::Barrier, Vec::new()).map(|_| ())
+    }
+
+    fn send(&self, to: usize, tag: u32, data: &[f32]) -> Result<(), CommError> {
+        check_rank(to, self.shared.world)?;
+        let mut state = self.lock();
+        if let Some(reason) = state.gone[to].clone() {
+            return Err(CommError::PeerFailed {
+                rank: to,
+                me: self.rank,
+                op: "send",
+                reason,
+            });
+        }
+        state.mailboxes[to].push_back((self.rank, tag, data.to_vec()));
+        self.shared.wake.notify_all();
+        Ok(())
+    }
+
+    fn recv(&self, from: Option<usize>, tag: u32) -> Result<(usize, Vec<f32>), CommError> {
+        if let Some(f) = from {
+            check_rank(f, self.shared.world)?;
+        }
+        let deadline = Instant::now() + self.shared.timeout;
+        let mut state = self.lock();
+        loop {
+            let mailbox = &mut state.mailboxes[self.rank];
+            if let Some(i) = mailbox
+                .iter()
+                .position(|(src, t, _)| *t == tag && from.is_none_or(|f| f == *src))
+            {
+                let (src, _, data) = mailbox.remove(i).expect("found above");
+                return Ok((src, data));
+            }
+            let senders: Vec<usize> = match from {
+                Some(f) => vec![f],
+                None => (0..self.shared.world).filter(|&r| r != self.rank).collect(),
+            };
+            let alive = senders.iter().any(|&r| state.gone[r].is_none());
+            if !alive {
+                let rank = senders.first().copied().unwrap_or(self.rank);
+                return Err(CommError::PeerFailed {
+                    rank,
+                    me: self.rank,
+                    op: "recv",
+                    reason: state.gone[rank]
+                        .clone()
+                        .unwrap_or_else(|| "no other rank".to_owned()),
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(CommError::Timeout {
+                    me: self.rank,
+                    op: "recv",
+                    missing: senders,
+                    timeout: self.shared.timeout,
+                });
+            }
+            state = self
+                .shared
+                .wake
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
+
+    fn abort(&self, reason: &str) {
+        self.mark_gone(reason.to_owned());
+    }
+
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+}
+
+impl Drop for LocalComm {
+    fn drop(&mut self) {
+        let reason = if std::thread::panicking() {
+            "its thread panicked"
+        } else {
+            "its thread finished or failed"
+        };
+        self.mark_gone(reason.to_owned());
+    }
+}
+
+pub(crate) fn check_rank(rank: usize, world: usize) -> Result<(), CommError> {
+    if rank < world {
+        Ok(())
+    } else {
+        Err(CommError::Invalid(format!(
+            "rank {rank} is out of range for a world of {world}"
+        )))
+    }
+}
