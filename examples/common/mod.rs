@@ -223,6 +223,9 @@ pub fn adapter_line(gpu: &Gpu) -> String {
 
 /// Prints `key` and `value` as one aligned line of the run's header.
 pub fn say(key: &str, value: impl std::fmt::Display) {
+    if !is_first_process() {
+        return;
+    }
     let key = if key.is_empty() {
         String::new()
     } else {
@@ -236,6 +239,15 @@ pub fn say_lines(key: &str, lines: &[String]) {
     for (i, line) in lines.iter().enumerate() {
         say(if i == 0 { key } else { "" }, line);
     }
+}
+
+/// False in the processes of an `mpirun` launch but rank 0 (known before MPI starts, from
+/// the launcher's environment), so that only one prints the run's header.
+pub fn is_first_process() -> bool {
+    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .all(|r| r.trim() == "0")
 }
 
 /// `n` and its noun, singular or plural: "1 batch", "256 batches".
