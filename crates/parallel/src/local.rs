@@ -47,8 +47,8 @@ struct State {
     round: Option<Round>,
     contributions: Vec<Option<Vec<u8>>>,
     arrived: usize,
-    /// The last completed round's result.
-    result: Arc<Vec<u8>>,
+    /// The last completed round's result (or why the ranks' calls did not fit).
+    result: Arc<Result<Vec<u8>, String>>,
     /// Ranks that stopped, with why.
     gone: Vec<Option<String>>,
     /// Per destination rank: `(source, tag, data)`.
@@ -84,7 +84,7 @@ impl LocalComm {
                 round: None,
                 contributions: vec![None; world],
                 arrived: 0,
-                result: Arc::new(Vec::new()),
+                result: Arc::new(Ok(Vec::new())),
                 gone: vec![None; world],
                 mailboxes: vec![VecDeque::new(); world],
             }),
@@ -109,7 +109,22 @@ impl LocalComm {
     }
 
     /// Runs one round: contributes `mine`, returns the round's result.
-    fn round(&self, round: Round, mine: Vec<u8>) -> Result<Arc<Vec<u8>>, CommError> {
+    fn round(&self, round: Round, mine: Vec<u8>) -> Result<Vec<u8>, CommError> {
+        let result = self.round_inner(round, mine)?;
+        match result.as_ref() {
+            Ok(bytes) => Ok(bytes.clone()),
+            Err(message) => Err(CommError::Mismatch {
+                me: self.rank,
+                message: message.clone(),
+            }),
+        }
+    }
+
+    fn round_inner(
+        &self,
+        round: Round,
+        mine: Vec<u8>,
+    ) -> Result<Arc<Result<Vec<u8>, String>>, CommError> {
         let op = round.name();
         let deadline = Instant::now() + self.shared.timeout;
         let mut state = self.lock();
@@ -132,9 +147,9 @@ impl LocalComm {
                 .map(|c| c.take().unwrap_or_default())
                 .collect();
             let result = match round {
-                Round::Sum => sum_bytes(&parts, self.rank)?,
-                Round::Broadcast(root) => parts[root].clone(),
-                Round::Barrier => Vec::new(),
+                Round::Sum => sum_bytes(&parts),
+                Round::Broadcast(root) => Ok(parts[root].clone()),
+                Round::Barrier => Ok(Vec::new()),
             };
             state.result = Arc::new(result);
             state.arrived = 0;
@@ -189,17 +204,14 @@ impl LocalComm {
 }
 
 /// The rank-order sum of equal-length f32 byte vectors.
-fn sum_bytes(parts: &[Vec<u8>], me: usize) -> Result<Vec<u8>, CommError> {
+fn sum_bytes(parts: &[Vec<u8>]) -> Result<Vec<u8>, String> {
     let len = parts[0].len();
     if let Some(r) = parts.iter().position(|p| p.len() != len) {
-        return Err(CommError::Mismatch {
-            me,
-            message: format!(
-                "all_reduce lengths differ: rank 0 has {} elements, rank {r} {}",
-                len / 4,
-                parts[r].len() / 4
-            ),
-        });
+        return Err(format!(
+            "all_reduce lengths differ: rank 0 has {} elements, rank {r} {}",
+            len / 4,
+            parts[r].len() / 4
+        ));
     }
     let floats: Vec<Vec<f32>> = parts.iter().map(|p| from_bytes(p)).collect();
     let mut out = vec![0.0f32; len / 4];
@@ -268,8 +280,7 @@ impl Communicator for LocalComm {
         if self.shared.world == 1 {
             return Ok(());
         }
-        let result = self.round(Round::Broadcast(root), std::mem::take(data))?;
-        *data = result.as_ref().clone();
+        *data = self.round(Round::Broadcast(root), std::mem::take(data))?;
         Ok(())
     }
 

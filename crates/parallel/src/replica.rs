@@ -31,8 +31,8 @@ impl ReplicaStats {
         self.metrics_s += other.metrics_s;
     }
 
-    /// The step time not spent exchanging gradients or metrics (GPU compute and the
-    /// update, plus the host's share of the run).
+    /// The step time not spent exchanging gradients or metrics: GPU compute and the
+    /// update (waits for the GPU included), plus the host's share of the run.
     pub fn compute_s(&self) -> f64 {
         (self.step_s
             - self.sync.copy_out_s

@@ -46,7 +46,10 @@ pub struct SyncStats {
     /// Buckets reduced, and their bytes in all.
     pub buckets: usize,
     pub bytes: u64,
-    /// Waiting for a bucket's copy to land and reading it back (GPU → host).
+    /// Waiting for the GPU to finish the work before a bucket's copy (backward compute
+    /// the host had nothing else to do during).
+    pub gpu_wait_s: f64,
+    /// Reading a finished bucket's copy back (GPU → host).
     pub copy_out_s: f64,
     /// In the caller's reduction, in all.
     pub reduce_s: f64,
@@ -73,6 +76,7 @@ impl SyncStats {
         self.submissions += other.submissions;
         self.buckets += other.buckets;
         self.bytes += other.bytes;
+        self.gpu_wait_s += other.gpu_wait_s;
         self.copy_out_s += other.copy_out_s;
         self.reduce_s += other.reduce_s;
         self.exposed_s += other.exposed_s;
@@ -364,6 +368,7 @@ impl Session {
     ) -> Result<()> {
         let start = Instant::now();
         self.gpu.wait_for(index)?;
+        let waited = Instant::now();
         let mut data: Vec<f32> = {
             let view =
                 bucket.staging.slice(..).get_mapped_range().map_err(|e| {
@@ -387,7 +392,8 @@ impl Session {
         let seconds = |a: Instant, b: Instant| (b - a).as_secs_f64();
         stats.buckets += 1;
         stats.bytes += bucket.bytes;
-        stats.copy_out_s += seconds(start, copied);
+        stats.gpu_wait_s += seconds(start, waited);
+        stats.copy_out_s += seconds(waited, copied);
         stats.reduce_s += seconds(copied, reduced);
         if exposed {
             stats.exposed_s += seconds(copied, reduced);
