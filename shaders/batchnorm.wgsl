@@ -5,6 +5,9 @@
 //   training forward:  column_moments, finalize_moments, normalize (RUNNING_STATS = false)
 //   inference forward: normalize (RUNNING_STATS = true)
 //   backward:          backward_partials, backward_finalize, backward_dx
+//   synchronised across replicas (the host reduces between the passes):
+//     forward:  column_moments, local_moments | host: combine | finalize_global, normalize
+//     backward: backward_partials, backward_finalize_sync | host: sum | backward_dx_global
 //
 // Bindings (p = uniform Params at 0; the others in order from 1; each entry point binds
 // only its own, so one binding number serves different variables in different entries):
@@ -16,6 +19,13 @@
 //   backward_partials: x, mean, invstd, dy [M, C], partials [2, chunks, C]
 //   backward_finalize: partials [2, chunks, C], dgamma_out [C], dbeta_out [C]
 //   backward_dx:       x, mean, invstd, dy, gamma, dgamma [C], dbeta [C], dx [M, C]
+//   local_moments:     moments [3, chunks, C], stats_out [3, C] (count, mean, M2)
+//   finalize_global:   stats [3, C] (the replicas' combined count, mean, M2), then as
+//                      finalize_moments
+//   backward_finalize_sync: partials [2, chunks, C], dgamma_out, dbeta_out, sums_out [2, C]
+//                      (Σ dy, Σ dy · xhat: this replica's, for the host to sum)
+//   backward_dx_global: x, mean, invstd, dy, gamma, sums [2, C] and stats [3, C] summed
+//                      over the replicas, dx [M, C]
 //
 // Column reductions are deterministic, without atomics: rows are cut into `chunks`
 // chunks of `rows_per_chunk`; invocation i = chunk · C + channel sums its chunk's rows
@@ -70,6 +80,14 @@ struct Params {
 @group(0) @binding(6) var<storage, read> dgamma: array<f32>;
 @group(0) @binding(7) var<storage, read> dbeta: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dx: array<f32>;
+
+// local_moments (stats_out shares binding 2 with moments_out: another entry)
+@group(0) @binding(2) var<storage, read_write> stats_out: array<f32>;
+// backward_finalize_sync
+@group(0) @binding(4) var<storage, read_write> sums_out: array<f32>;
+// backward_dx_global
+@group(0) @binding(6) var<storage, read> g_sums: array<f32>;
+@group(0) @binding(7) var<storage, read> g_stats: array<f32>;
 
 // The channel count again, as a pipeline constant for the element-wise entries
 // (normalize, backward_dx; the host sets it to p.c): `i % CHANNELS` then compiles to a
@@ -241,5 +259,86 @@ fn backward_dx(
     let xhat = (x[i] - mean[ch]) * inv;
     let inv_m = 1.0 / f32(p.m);
     let correction = fma(xhat, dgamma[ch], dbeta[ch]) * inv_m;
+    dx[i] = gamma_bwd[ch] * inv * (dy[i] - correction);
+}
+
+// This replica's moments for the host to combine with the others' (Chan et al.'s
+// pairwise update, in rank order): per channel the row count, the mean and
+// M2 = Σ (x - mean)², from the pivoted sums of column_moments. Layout [3, C].
+@compute @workgroup_size(WG)
+fn local_moments(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let ch = linear(wid, nwg, lid);
+    if (ch >= p.c) {
+        return;
+    }
+    let m = f32(p.m);
+    let total = p.chunks * p.c;
+    let shift = channel_total(ch, total) / m;
+    stats_out[ch] = m;
+    stats_out[p.c + ch] = channel_total(ch, 0u) / m;
+    stats_out[2u * p.c + ch] = max(channel_total(ch, 2u * total) - shift * shift * m, 0.0);
+}
+
+// finalize_moments from the combined moments of all replicas (binding 1: [3, C] of
+// count, mean, M2 over the global batch).
+@compute @workgroup_size(WG)
+fn finalize_global(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let ch = linear(wid, nwg, lid);
+    if (ch >= p.c) {
+        return;
+    }
+    let n = partials[ch];
+    let mu = partials[p.c + ch];
+    let sq = partials[2u * p.c + ch];
+    mean_out[ch] = mu;
+    invstd_out[ch] = 1.0 / sqrt(sq / n + p.eps);
+    let keep = 1.0 - p.momentum;
+    running_mean[ch] = keep * running_mean[ch] + p.momentum * mu;
+    running_var[ch] = keep * running_var[ch] + p.momentum * (sq / max(n - 1.0, 1.0));
+}
+
+// backward_finalize, also writing this replica's sums [2, C] (Σ dy, Σ dy · xhat) for the
+// host to add up over the replicas.
+@compute @workgroup_size(WG)
+fn backward_finalize_sync(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let ch = linear(wid, nwg, lid);
+    if (ch >= p.c) {
+        return;
+    }
+    let dg = channel_total(ch, p.chunks * p.c);
+    let db = channel_total(ch, 0u);
+    dgamma_out[ch] = dg;
+    dbeta_out[ch] = db;
+    sums_out[ch] = db;
+    sums_out[p.c + ch] = dg;
+}
+
+// backward_dx with the sums and the row count of the whole (global) batch.
+@compute @workgroup_size(WG)
+fn backward_dx_global(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let i = linear(wid, nwg, lid);
+    if (i >= p.count) {
+        return;
+    }
+    let ch = i % CHANNELS;
+    let inv = invstd[ch];
+    let xhat = (x[i] - mean[ch]) * inv;
+    let correction = fma(xhat, g_sums[CHANNELS + ch], g_sums[ch]) / g_stats[ch];
     dx[i] = gamma_bwd[ch] * inv * (dy[i] - correction);
 }

@@ -95,6 +95,10 @@ pub struct TrainFlags {
     /// Data-parallel runs: the most MiB of gradients per all-reduce message
     #[arg(long, value_name = "MIB", default_value_t = 25.0, value_parser = positive_f32)]
     pub bucket_mb: f32,
+    /// Data-parallel runs: batch norm with the statistics of the global batch
+    /// (SyncBatchNorm) instead of each replica's own
+    #[arg(long)]
+    pub sync_bn: bool,
 }
 
 fn parse_devices(s: &str) -> Result<DeviceSpec, String> {
@@ -396,6 +400,7 @@ pub fn run(
         max_steps: flags.max_steps,
         debug_nonfinite: false,
         bucket_bytes: (flags.bucket_mb as f64 * 1048576.0) as u64,
+        sync_bn: flags.sync_bn,
     };
     let replicas = if flags.distributed {
         Replicas::Mpi

@@ -509,3 +509,187 @@ fn bad_params_are_errors_not_panics() {
         .to_string();
     assert!(err.contains("N·H·W"), "{err}");
 }
+
+/// Batch norm synchronised across replicas: the rows of `x` split into unequal shards
+/// (one "replica" each, M = 1 included), each shard's moments and backward sums from the
+/// GPU, combined on the host (`combine_moments`, a plain sum), must give every shard the
+/// statistics, `y`, `dx` and — summed over shards — `dgamma`, `dbeta` of the reference
+/// over the whole `x`.
+#[test]
+fn synchronised_shards_equal_the_whole_batch() {
+    use wgtrain_device::kernels::batchnorm::combine_moments;
+    for (seed, (m, c, cuts)) in [
+        (3u32, 1u32, vec![1usize, 2]),
+        (57, 67, vec![20, 21, 40]),
+        (200, 5, vec![100]),
+        (31, 130, vec![1, 16]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let whole = BatchNorm::new(m, c).with_momentum(0.2);
+        let inputs = Inputs::random(&whole, 90 + seed as u64);
+        let (m, c) = (m as usize, c as usize);
+        let dy: Vec<f32> = Rng::new(7 + seed as u64).vec(m * c);
+        let want = reference::train_forward(
+            &whole,
+            &inputs.x,
+            &inputs.gamma,
+            &inputs.beta,
+            &inputs.running_mean,
+            &inputs.running_var,
+        );
+        let want_bwd = reference::backward(
+            &whole,
+            &inputs.x,
+            &dy,
+            &inputs.gamma,
+            &want.mean,
+            &want.invstd,
+        );
+        let bounds: Vec<usize> = std::iter::once(0).chain(cuts).chain([m]).collect();
+        let shards: Vec<(BatchNorm, std::ops::Range<usize>)> = bounds
+            .windows(2)
+            .map(|w| {
+                (
+                    BatchNorm::new((w[1] - w[0]) as u32, c as u32).with_momentum(0.2),
+                    w[0]..w[1],
+                )
+            })
+            .collect();
+        // Forward: local moments on every shard, combined on the host.
+        let stats: Vec<Vec<f32>> = shards
+            .iter()
+            .map(|(p, rows)| {
+                let x = upload(&inputs.x[rows.start * c..rows.end * c]);
+                let (scratch, out) = (output(p.scratch_elems() as usize), output(3 * c));
+                let d = p.prepare_local_moments(gpu(), &x, &scratch, &out).unwrap();
+                run(&d.iter().collect::<Vec<_>>());
+                download(&out, 3 * c)
+            })
+            .collect();
+        let global = combine_moments(&stats.iter().map(Vec::as_slice).collect::<Vec<_>>(), c);
+        let global_buf = upload(&global);
+        let t = tol(m as u32) * 2.0;
+        let mut sums = vec![0.0f32; 2 * c];
+        let mut per_shard = Vec::new();
+        for (p, rows) in &shards {
+            let s = rows.start * c..rows.end * c;
+            let (x, dyb) = (upload(&inputs.x[s.clone()]), upload(&dy[s.clone()]));
+            let b = upload_train(
+                p,
+                &Inputs {
+                    x: inputs.x[s.clone()].to_vec(),
+                    ..clone_inputs(&inputs)
+                },
+            );
+            let train = BatchNormTrainBuffers {
+                x: &x,
+                gamma: &b.gamma,
+                beta: &b.beta,
+                running_mean: &b.running_mean,
+                running_var: &b.running_var,
+                save_mean: &b.mean,
+                save_invstd: &b.invstd,
+                y: &b.y,
+                scratch: &global_buf,
+            };
+            let d = p.prepare_train_global(gpu(), &train, &global_buf).unwrap();
+            run(&d.iter().collect::<Vec<_>>());
+            let label = format!("sync bn {m}x{c} rows {rows:?}");
+            assert_close(
+                &format!("{label} mean"),
+                &download(&b.mean, c),
+                &want.mean,
+                t,
+                t,
+            );
+            assert_close(
+                &format!("{label} invstd"),
+                &download(&b.invstd, c),
+                &want.invstd,
+                t,
+                t,
+            );
+            assert_close(
+                &format!("{label} running_var"),
+                &download(&b.running_var, c),
+                &want.running_var,
+                t,
+                t,
+            );
+            assert_close(
+                &format!("{label} y"),
+                &download(&b.y, rows.len() * c),
+                &want.y[s.clone()],
+                t,
+                t,
+            );
+            // Backward, first half: local sums.
+            let (scratch, dgamma, dbeta, sums_out, dx) = (
+                output(p.scratch_elems() as usize),
+                output(c),
+                output(c),
+                output(2 * c),
+                output(rows.len() * c),
+            );
+            let bwd = BatchNormBackwardBuffers {
+                x: &x,
+                dy: &dyb,
+                gamma: &b.gamma,
+                save_mean: &b.mean,
+                save_invstd: &b.invstd,
+                dgamma: &dgamma,
+                dbeta: &dbeta,
+                dx: &dx,
+                scratch: &scratch,
+            };
+            let d = p.prepare_backward_local(gpu(), &bwd, &sums_out).unwrap();
+            run(&d.iter().collect::<Vec<_>>());
+            let local = download(&sums_out, 2 * c);
+            assert_eq!(&local[..c], &download(&dbeta, c)[..]);
+            assert_eq!(&local[c..], &download(&dgamma, c)[..]);
+            sums.iter_mut().zip(&local).for_each(|(a, b)| *a += b);
+            per_shard.push((p, rows.clone(), x, dyb, b, dx, scratch, dgamma, dbeta));
+        }
+        let bt = 20.0 * t;
+        assert_close("sync bn dbeta", &sums[..c], &want_bwd.dbeta, bt, bt);
+        assert_close("sync bn dgamma", &sums[c..], &want_bwd.dgamma, bt, bt);
+        let sums_buf = upload(&sums);
+        for (p, rows, x, dyb, b, dx, scratch, dgamma, dbeta) in &per_shard {
+            let bwd = BatchNormBackwardBuffers {
+                x,
+                dy: dyb,
+                gamma: &b.gamma,
+                save_mean: &b.mean,
+                save_invstd: &b.invstd,
+                dgamma,
+                dbeta,
+                dx,
+                scratch,
+            };
+            let d = p
+                .prepare_backward_dx_global(gpu(), &bwd, &sums_buf, &global_buf)
+                .unwrap();
+            run(&[&d]);
+            let s = rows.start * c..rows.end * c;
+            assert_close(
+                "sync bn dx",
+                &download(dx, rows.len() * c),
+                &want_bwd.dx[s],
+                bt,
+                bt,
+            );
+        }
+    }
+}
+
+fn clone_inputs(i: &Inputs) -> Inputs {
+    Inputs {
+        x: i.x.clone(),
+        gamma: i.gamma.clone(),
+        beta: i.beta.clone(),
+        running_mean: i.running_mean.clone(),
+        running_var: i.running_var.clone(),
+    }
+}

@@ -87,7 +87,7 @@ pub struct Graph {
     pub(crate) nodes: Vec<Node>,
     pub(crate) values: Vec<ValueInfo>,
     pub(crate) variables: Vec<Variable>,
-    scope: Vec<String>,
+    pub(crate) scope: Vec<String>,
     /// Bucket ids handed out to host all-reduce nodes so far.
     pub(crate) reduce_buckets: u32,
 }
@@ -138,7 +138,7 @@ impl Graph {
         out
     }
 
-    fn add_leaf(&mut self, ty: TensorType, kind: ValueKind) -> Value {
+    pub(crate) fn add_leaf(&mut self, ty: TensorType, kind: ValueKind) -> Value {
         let value = Value(self.values.len());
         let node = self.nodes.len();
         self.values.push(ValueInfo {

@@ -116,6 +116,12 @@ pub trait Op: Debug + Send + Sync {
         &[]
     }
 
+    /// This op is a (per-replica) batch norm, which
+    /// [`Graph::with_sync_batch_norm`](crate::Graph::with_sync_batch_norm) replaces.
+    fn as_batch_norm(&self) -> Option<crate::ops::norm::BatchNorm> {
+        None
+    }
+
     /// This node is a host reduction point ([`AllReduce`](crate::ops::sync::AllReduce)):
     /// the session cuts the run there and hands the value to the caller's reduction.
     fn host_reduce(&self) -> Option<crate::ops::sync::HostReduce> {

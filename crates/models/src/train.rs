@@ -52,6 +52,9 @@ pub struct TrainConfig {
     /// Data-parallel runs ([`Trainer::distributed`]): the most bytes of gradients per
     /// all-reduce message (PyTorch DDP's 25 MiB by default).
     pub bucket_bytes: u64,
+    /// Data-parallel runs: batch norm with the statistics of the global batch (PyTorch's
+    /// `SyncBatchNorm`) instead of each replica's own.
+    pub sync_bn: bool,
 }
 
 impl TrainConfig {
@@ -71,6 +74,7 @@ impl TrainConfig {
             max_steps: None,
             debug_nonfinite: false,
             bucket_bytes: wgtrain_parallel::DEFAULT_BUCKET_BYTES,
+            sync_bn: false,
         }
     }
 }
@@ -157,8 +161,8 @@ impl Trainer {
     /// update, and each reads its own shard of every batch ([`Loader::sharded`]; pass
     /// [`fit`](Self::fit) the global loader). Rank 0 loads the checkpoint (any world
     /// size wrote it) and its weights are broadcast; rank 0 alone writes checkpoints,
-    /// the chart and progress. Batch norm keeps per-replica statistics; rank 0's
-    /// running statistics are broadcast before evaluation.
+    /// the chart and progress. Batch norm keeps per-replica statistics (rank 0's running
+    /// statistics are broadcast before evaluation) unless [`TrainConfig::sync_bn`].
     pub fn distributed(
         gpu: Arc<Gpu>,
         model: Model,
@@ -174,6 +178,10 @@ impl Trainer {
         mut config: TrainConfig,
         comm: Option<Box<dyn Communicator>>,
     ) -> Result<Self> {
+        let model = match config.sync_bn {
+            true => model.with_sync_batch_norm()?,
+            false => model,
+        };
         config.debug_nonfinite |= std::env::var("WGTRAIN_DEBUG_NONFINITE").is_ok_and(|v| v == "1");
         let Model {
             name,

@@ -30,6 +30,29 @@ pub struct Model {
     pub classes: usize,
 }
 
+impl Model {
+    /// This model with every batch norm synchronised across data-parallel replicas
+    /// (statistics of the global batch; see
+    /// [`Graph::with_sync_batch_norm`](wgtrain_graph::Graph::with_sync_batch_norm)).
+    /// Same parameter names and initial values.
+    pub fn with_sync_batch_norm(self) -> Result<Model> {
+        let (graph, map) = self.graph.with_sync_batch_norm()?;
+        let moved = |v: Value| {
+            map.get(v)
+                .ok_or_else(|| config(format!("{}: value {v:?} was removed", self.name)))
+        };
+        Ok(Model {
+            images: moved(self.images)?,
+            labels: moved(self.labels)?,
+            logits: moved(self.logits)?,
+            loss: moved(self.loss)?,
+            correct: moved(self.correct)?,
+            graph,
+            ..self
+        })
+    }
+}
+
 fn start(batch: usize, input: [usize; 3]) -> Result<(Graph, Value, Value)> {
     if batch == 0 {
         return Err(config("batch size must be at least 1"));

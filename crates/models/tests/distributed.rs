@@ -72,7 +72,7 @@ fn replicas(
                         )
                         .unwrap();
                         assert!(out.loss.is_finite());
-                        assert_eq!(stats.sync.buckets, training.buckets.len());
+                        assert!(stats.sync.buckets >= training.buckets.len());
                     }
                     trainable(&session)
                 })
@@ -89,9 +89,22 @@ fn check_equivalence(
     lr: f32,
     bucket: u64,
 ) {
+    check_equivalence_with(build, build, world, per_replica, lr, bucket)
+}
+
+/// `replica` models on `world` replicas against one `single` model at the global batch.
+#[allow(dead_code)]
+fn check_equivalence_with(
+    single_model: &dyn Fn(usize) -> Model,
+    build: &(dyn Fn(usize) -> Model + Sync),
+    world: usize,
+    per_replica: usize,
+    lr: f32,
+    bucket: u64,
+) {
     let model = build(per_replica * world);
     let data = batches(20, per_replica * world, model.input, model.classes);
-    let one = single(build, &data, lr);
+    let one = single(single_model, &data, lr);
     let many = replicas(build, world, &data, lr, bucket);
     for (rank, params) in many.iter().enumerate().skip(1) {
         assert!(
@@ -107,7 +120,7 @@ fn check_equivalence(
     );
     // The weights moved: the comparison is not of two untouched initialisations.
     let init = {
-        let mut m = build(per_replica * world);
+        let mut m = single_model(per_replica * world);
         m.graph.minimize(m.loss, optimizer()).unwrap();
         trainable(&Session::new(device(), m.graph, 1).unwrap())
     };
@@ -138,6 +151,100 @@ fn resnet20_two_and_four_replicas_match_one() {
         0.02,
         wgtrain_parallel::DEFAULT_BUCKET_BYTES,
     );
+}
+
+fn resnet20_bn(batch: usize) -> Model {
+    zoo::cifar_resnet(20, 10, batch).unwrap()
+}
+
+fn resnet20_sync_bn(batch: usize) -> Model {
+    resnet20_bn(batch).with_sync_batch_norm().unwrap()
+}
+
+/// With synchronised batch norm the replicas compute the one-replica function: the
+/// statistics of the global batch, in the forward pass and in the backward.
+///
+/// The comparison is calibrated: in a batch-normalised network some tensors are
+/// ill-conditioned in f32 — a batch norm's bias gradient, when another batch norm
+/// follows, is a sum of terms that nearly cancel (the later normalisation removes most
+/// of any shift), so summing the same numbers in another order moves it by ~1e-3 of
+/// its size after one step and more after twenty. So each tensor must be within 1e-5 of
+/// its scale of the one-replica run, or no further from it than the one-replica run is
+/// from itself on the same batches with the samples in another order (the replicas
+/// change nothing else: they reorder the sums). Parameters whose values are
+/// well-conditioned (the convolutions, most of the network) meet 1e-5 outright; the
+/// test reports how many needed the calibration.
+#[test]
+fn resnet20_with_synchronised_batch_norm_matches_one_replica() {
+    // After 2 steps the reordering noise is small, so the bound is tight; after 20 it
+    // has grown, but per-replica statistics still miss it by far (bn1.running_mean: 0.86
+    // of its scale against 0.11).
+    for (world, per_replica, bucket, steps) in [
+        (2, 2, 64 * 1024, 2),
+        (2, 2, 64 * 1024, 20),
+        (4, 1, 1 << 20, 20),
+    ] {
+        let global = world * per_replica;
+        let data = batches(steps, global, [32, 32, 3], 10);
+        // The same batches with each rotated by one replica's share: the same function
+        // of the same samples, summed in another order.
+        let per = 32 * 32 * 3;
+        let rotated: Vec<(Vec<f32>, Vec<u32>)> = data
+            .iter()
+            .map(|(x, y)| {
+                let (k, n) = (per_replica * per, per_replica);
+                ([&x[k..], &x[..k]].concat(), [&y[n..], &y[..n]].concat())
+            })
+            .collect();
+        let one = single(&resnet20_bn, &data, 0.02);
+        let reordered = single(&resnet20_bn, &rotated, 0.02);
+        let many = replicas(&resnet20_sync_bn, world, &data, 0.02, bucket);
+        for (rank, params) in many.iter().enumerate().skip(1) {
+            assert!(
+                params.iter().zip(&many[0]).all(|(a, b)| a.1 == b.1),
+                "rank {rank} ended with other parameters than rank 0"
+            );
+        }
+        let mut calibrated = 0;
+        for (((name, a), (_, b)), (_, c)) in many[0].iter().zip(&one).zip(&reordered) {
+            let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+            let diff = a
+                .iter()
+                .zip(b)
+                .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+            let noise = c
+                .iter()
+                .zip(b)
+                .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+            if diff > 1e-5 * scale {
+                calibrated += 1;
+                assert!(
+                    diff <= 4.0 * noise,
+                    "{world} replicas with sync batch norm: {name} differs from one replica by \
+                     {:e} of its scale, more than 4x the one replica's own reordering noise \
+                     ({:e})",
+                    diff / scale,
+                    noise / scale
+                );
+            }
+        }
+        eprintln!(
+            "{world} replicas, sync batch norm, {steps} steps: {calibrated} of {} tensors \
+             beyond 1e-5 of their scale, each within 4x the reordering noise",
+            one.len()
+        );
+    }
+}
+
+/// On one replica (no reduction) synchronised batch norm is batch norm.
+#[test]
+fn synchronised_batch_norm_alone_is_batch_norm() {
+    let model = resnet20_bn(3);
+    let data = batches(3, 3, model.input, model.classes);
+    let plain = single(&resnet20_bn, &data, 0.02);
+    let synced = single(&resnet20_sync_bn, &data, 0.02);
+    let (err, name) = worst_relative(&synced, &plain);
+    assert!(err <= 1e-5, "{name} off by {err:e}");
 }
 
 #[test]

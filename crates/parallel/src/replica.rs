@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use wgtrain_graph::{Feed, GraphError, Reduction, Session, StepOutput, SyncStats, Training};
 
+use wgtrain_graph::device::kernels::batchnorm::combine_moments;
+
 use crate::comm::{CommError, Communicator};
 
 fn collective(e: CommError) -> GraphError {
@@ -117,13 +119,17 @@ pub fn train_step(
     share: f32,
 ) -> Result<(StepOutput, ReplicaStats), GraphError> {
     let start = Instant::now();
-    let mut reduce = |what: wgtrain_graph::HostReduce, data: &mut [f32]| {
-        if what.reduction == Reduction::BatchMean && share != 1.0 {
-            for x in data.iter_mut() {
-                *x *= share;
+    let mut reduce = |what: wgtrain_graph::HostReduce, data: &mut [f32]| match what.reduction {
+        Reduction::BatchMean => {
+            if share != 1.0 {
+                for x in data.iter_mut() {
+                    *x *= share;
+                }
             }
+            comm.all_reduce_sum(data).map_err(collective)
         }
-        comm.all_reduce_sum(data).map_err(collective)
+        Reduction::Sum => comm.all_reduce_sum(data).map_err(collective),
+        Reduction::Moments => combine_moments_across(comm, data),
     };
     let (out, sync) = session.train_step_synced(training, feeds, lr, &mut reduce)?;
     let metrics = Instant::now();
@@ -156,4 +162,20 @@ pub fn reduce_metrics(
         correct: out.correct.map(|_| [m[1] as u32, m[2] as u32]),
         ..*out
     })
+}
+
+/// Synchronised batch norm's moments `[3, C]` (count, mean, M2) of every rank, combined
+/// in rank order: gathered by a sum over a vector where each rank fills its own slot
+/// (adding zeros is exact), then combined identically on every rank.
+fn combine_moments_across(comm: &dyn Communicator, data: &mut [f32]) -> Result<(), GraphError> {
+    let (world, len) = (comm.world_size(), data.len());
+    if world == 1 {
+        return Ok(());
+    }
+    let mut slots = vec![0.0f32; world * len];
+    slots[comm.rank() * len..][..len].copy_from_slice(data);
+    comm.all_reduce_sum(&mut slots).map_err(collective)?;
+    let parts: Vec<&[f32]> = slots.chunks(len).collect();
+    data.copy_from_slice(&combine_moments(&parts, len / 3));
+    Ok(())
 }

@@ -464,6 +464,157 @@ impl BatchNorm {
     }
 }
 
+/// Batch norm synchronised across replicas: the batch statistics and the backward's
+/// column sums are those of the *global* batch, every replica's rows together. Each pass
+/// pair leaves a small `[3, C]` or `[2, C]` tensor for the host to combine across replicas
+/// (with [`combine_moments`] and a plain sum) before the next pass reads the result.
+impl BatchNorm {
+    /// This replica's moments, two dispatches: the pivoted column sums into `scratch`
+    /// (as the training forward), then `stats_out [3, C]`: the row count `M`, the mean
+    /// and `M2 = Σ (x - mean)²` per channel. `M = 1` is allowed (other replicas may
+    /// bring more rows).
+    pub fn prepare_local_moments(
+        &self,
+        gpu: &Gpu,
+        x: &wgpu::Buffer,
+        scratch: &wgpu::Buffer,
+        stats_out: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>> {
+        let count = self.check()?;
+        let (params, ch) = self.params(count);
+        let (m, c) = (self.len(), self.c as u64);
+        let moment_elems = 3 * ch.chunks as u64 * c;
+        Ok(vec![
+            Self::builder(gpu, "column_moments", &params)
+                .read("x", x, m)
+                .write("moments", scratch, moment_elems)
+                .build(Self::grid(gpu, moment_elems / 3))?,
+            Self::builder(gpu, "local_moments", &params)
+                .read("moments", scratch, moment_elems)
+                .write("stats", stats_out, 3 * c)
+                .build(Self::grid(gpu, c))?,
+        ])
+    }
+
+    /// The training forward from the combined moments `stats [3, C]` (count, mean, M2
+    /// over every replica's rows), two dispatches: `save_mean`, `save_invstd` and the
+    /// running statistics (unbiased by the global count), then `y`. `b.scratch` is not
+    /// used.
+    pub fn prepare_train_global(
+        &self,
+        gpu: &Gpu,
+        b: &BatchNormTrainBuffers<'_>,
+        stats: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>> {
+        let count = self.check()?;
+        let (params, _) = self.params(count);
+        let c = self.c as u64;
+        Ok(vec![
+            Self::builder(gpu, "finalize_global", &params)
+                .read("stats", stats, 3 * c)
+                .write("save_mean", b.save_mean, c)
+                .write("save_invstd", b.save_invstd, c)
+                .write("running_mean", b.running_mean, c)
+                .write("running_var", b.running_var, c)
+                .build(Self::grid(gpu, c))?,
+            self.normalize(
+                gpu,
+                &params,
+                false,
+                [b.x, b.save_mean, b.save_invstd, b.gamma, b.beta],
+                b.y,
+            )?,
+        ])
+    }
+
+    /// The backward's first half on this replica, two dispatches: `dgamma`, `dbeta`
+    /// (this replica's rows: its share of the parameter gradients) and `sums_out [2, C]`
+    /// (`Σ dy`, `Σ dy · xhat`) for the host to add up over the replicas. `b.dx` is not
+    /// written.
+    pub fn prepare_backward_local(
+        &self,
+        gpu: &Gpu,
+        b: &BatchNormBackwardBuffers<'_>,
+        sums_out: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>> {
+        let count = self.check()?;
+        let (params, _) = self.params(count);
+        let (m, c) = (self.len(), self.c as u64);
+        let partial_elems = 2 * self.chunking().chunks as u64 * c;
+        Ok(vec![
+            Self::builder(gpu, "backward_partials", &params)
+                .read("x", b.x, m)
+                .read("save_mean", b.save_mean, c)
+                .read("save_invstd", b.save_invstd, c)
+                .read("dy", b.dy, m)
+                .write("partials", b.scratch, partial_elems)
+                .build(Self::grid(gpu, partial_elems / 2))?,
+            Self::builder(gpu, "backward_finalize_sync", &params)
+                .read("partials", b.scratch, partial_elems)
+                .write("dgamma", b.dgamma, c)
+                .write("dbeta", b.dbeta, c)
+                .write("sums", sums_out, 2 * c)
+                .build(Self::grid(gpu, c))?,
+        ])
+    }
+
+    /// `dx` from the global sums `sums [2, C]` (Σ dy, Σ dy · xhat over every replica) and
+    /// the global count in `stats [3, C]`: `dx = gamma · invstd · (dy - (Σ dy + xhat ·
+    /// Σ dy·xhat) / N)`. Reads `b.x`, `b.dy`, `b.gamma`, the saved statistics.
+    pub fn prepare_backward_dx_global(
+        &self,
+        gpu: &Gpu,
+        b: &BatchNormBackwardBuffers<'_>,
+        sums: &wgpu::Buffer,
+        stats: &wgpu::Buffer,
+    ) -> Result<Dispatch> {
+        let count = self.check()?;
+        let (params, _) = self.params(count);
+        let (m, c) = (self.len(), self.c as u64);
+        Self::builder(gpu, "backward_dx_global", &params)
+            .constant("CHANNELS", self.c)
+            .read("x", b.x, m)
+            .read("save_mean", b.save_mean, c)
+            .read("save_invstd", b.save_invstd, c)
+            .read("dy", b.dy, m)
+            .read("gamma", b.gamma, c)
+            .read("sums", sums, 2 * c)
+            .read("stats", stats, 3 * c)
+            .write("dx", b.dx, m)
+            .build(Self::grid(gpu, m))
+    }
+}
+
+/// Combines replicas' moments `[3, C]` (count, mean, M2 per channel, as
+/// [`BatchNorm::prepare_local_moments`] writes them) into those of all their rows, in
+/// the order given (Chan, Golub and LeVeque's pairwise update, in f64): the same bits
+/// for the same inputs, on every replica.
+pub fn combine_moments(parts: &[&[f32]], c: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; 3 * c];
+    for ch in 0..c {
+        let (mut n, mut mean, mut m2) = (0.0f64, 0.0f64, 0.0f64);
+        for part in parts {
+            let (nb, mb, m2b) = (
+                part[ch] as f64,
+                part[c + ch] as f64,
+                part[2 * c + ch] as f64,
+            );
+            if nb == 0.0 {
+                continue;
+            }
+            let total = n + nb;
+            let delta = mb - mean;
+            mean += delta * nb / total;
+            m2 += m2b + delta * delta * n * nb / total;
+            n = total;
+        }
+        out[ch] = n as f32;
+        out[c + ch] = mean as f32;
+        out[2 * c + ch] = m2 as f32;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

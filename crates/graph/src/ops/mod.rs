@@ -13,6 +13,7 @@ pub mod norm;
 pub mod optim;
 pub mod pool;
 pub mod sync;
+pub mod syncbn;
 
 use crate::error::Result;
 use wgtrain_device::Dispatch;

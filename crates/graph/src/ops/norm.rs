@@ -28,7 +28,7 @@ use crate::tensor::{DType, TensorType, Value};
 
 /// `(M, C)` of an f32 activation `x [..., C]` of rank ≥ 2: `M` is the product of all
 /// dimensions but the last.
-fn rows_and_channels(x: &TensorType) -> Result<(u32, u32), String> {
+pub(crate) fn rows_and_channels(x: &TensorType) -> Result<(u32, u32), String> {
     expect(x.shape.len() >= 2 && x.dtype == DType::F32, || {
         format!("expected an f32 activation [N, ..., C] of rank ≥ 2, got {x}")
     })?;
@@ -39,7 +39,12 @@ fn rows_and_channels(x: &TensorType) -> Result<(u32, u32), String> {
 }
 
 /// Checks that a per-channel tensor `what` is `[C]` f32 for `x`'s `C` channels.
-fn per_channel(what: &str, t: &TensorType, x: &TensorType, c: u32) -> Result<(), String> {
+pub(crate) fn per_channel(
+    what: &str,
+    t: &TensorType,
+    x: &TensorType,
+    c: u32,
+) -> Result<(), String> {
     expect(t.shape == [c as usize] && t.dtype == DType::F32, || {
         format!("{what} {t} does not match the {c} channels of {x} (expected [{c}])")
     })
@@ -75,7 +80,7 @@ pub const BN_SAVE_INVSTD: usize = 2;
 
 impl BatchNorm {
     /// The device kernel for `x`, with this op's settings.
-    fn kernel(&self, x: &TensorType) -> Result<BnKernel, String> {
+    pub(crate) fn kernel(&self, x: &TensorType) -> Result<BnKernel, String> {
         let (m, c) = rows_and_channels(x)?;
         Ok(BnKernel::new(m, c)
             .with_eps(self.eps)
@@ -163,6 +168,10 @@ impl Op for BatchNorm {
 
     fn accepts_relu_epilogue(&self) -> bool {
         true
+    }
+
+    fn as_batch_norm(&self) -> Option<BatchNorm> {
+        Some(*self)
     }
 
     fn mutates(&self, mode: Mode) -> &'static [usize] {

@@ -29,6 +29,9 @@ pub enum Reduction {
     BatchMean,
     /// A plain sum over replicas (e.g. per-channel sums of synchronised batch norm).
     Sum,
+    /// Per-channel moments `[3, C]` (count, mean, M2) combined over replicas in rank
+    /// order ([`combine_moments`](wgtrain_device::kernels::batchnorm::combine_moments)).
+    Moments,
 }
 
 /// What the session asks its caller to reduce: a bucket's id and how to combine it.
@@ -70,9 +73,12 @@ impl Op for AllReduce {
         match (self.reduction, grads[0]) {
             (Reduction::Sum, Some(dy)) => Ok(vec![Some(g.all_reduce(dy, Reduction::Sum)?)]),
             (Reduction::Sum, None) => Ok(vec![None]),
-            (Reduction::BatchMean, _) => Err(crate::GraphError::Invalid(
-                "a gradient all-reduce has no gradient of its own".to_owned(),
-            )),
+            (Reduction::BatchMean | Reduction::Moments, _) => {
+                Err(crate::GraphError::Invalid(format!(
+                    "a {:?} all-reduce has no gradient of its own",
+                    self.reduction
+                )))
+            }
         }
     }
 

@@ -46,12 +46,13 @@ pub fn optimizer() -> Optimizer {
     Optimizer::sgd_momentum(0.9, 5e-4, false)
 }
 
+/// The parameters and the batch-norm running statistics (not the optimizer state).
 pub fn trainable(session: &Session) -> Named {
     session
         .graph()
         .variables()
         .iter()
-        .filter(|v| v.trainable)
+        .filter(|v| !v.optimizer_state)
         .map(|v| (v.name.clone(), session.read_variable(&v.name).unwrap()))
         .collect()
 }
