@@ -39,12 +39,20 @@ struct Cli {
     /// Gradient bucket size in MiB
     #[arg(long, default_value_t = 25.0)]
     bucket_mb: f64,
+    /// Synchronised batch norm (two more host reductions per batch norm)
+    #[arg(long)]
+    sync_bn: bool,
 }
 
-fn build(depth: usize, batch: usize) -> Result<Model> {
-    Ok(match depth {
+fn build(depth: usize, batch: usize, sync_bn: bool) -> Result<Model> {
+    let model = match depth {
         0 => zoo::mlp([32, 32, 3], &[512, 512], 10, batch)?,
         d => zoo::cifar_resnet(d, 10, batch)?,
+    };
+    Ok(if sync_bn {
+        model.with_sync_batch_norm()?
+    } else {
+        model
     })
 }
 
@@ -56,12 +64,17 @@ fn run(cli: Cli) -> Result<()> {
     if cli.replicas.contains(&0) || cli.batch == 0 || cli.steps == 0 {
         bail!("--replicas, --batch and --steps must be at least 1");
     }
-    let probe = build(cli.depth, cli.batch)?;
+    let probe = build(cli.depth, cli.batch, cli.sync_bn)?;
     let params: usize = probe.graph.parameter_count();
     println!(
-        "model {} ({} parameters, {:.2} MiB of gradients), {} images per replica per step, \
+        "model {}{} ({} parameters, {:.2} MiB of gradients), {} images per replica per step, \
          buckets of {} MiB, {} timed steps",
         probe.name,
+        if cli.sync_bn {
+            " with synchronised batch norm"
+        } else {
+            ""
+        },
         common::thousands(params),
         params as f64 * 4.0 / 1048576.0,
         cli.batch,
@@ -111,7 +124,7 @@ fn measure(cli: &Cli, gpus: Vec<Arc<wgtrain::prelude::Gpu>>) -> Result<ReplicaSt
             .zip(comms)
             .map(|(gpu, comm)| {
                 scope.spawn(move || -> Result<ReplicaStats> {
-                    let mut model = build(cli.depth, cli.batch)?;
+                    let mut model = build(cli.depth, cli.batch, cli.sync_bn)?;
                     let bucket = (cli.bucket_mb * 1048576.0) as u64;
                     let training = model.graph.minimize_synced(
                         model.loss,

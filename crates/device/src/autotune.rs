@@ -392,7 +392,11 @@ impl Autotuner {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            // Unique per process and per write: several devices of one process (data-
+            // parallel replicas) may store at once.
+            static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
             let mut file = std::fs::File::create(&tmp)?;
             writeln!(file, "{}", self.header)?;
             writeln!(file, "# kernel\tshape\tvariant\tmicroseconds")?;
