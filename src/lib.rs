@@ -7,7 +7,9 @@
 //!   library with its CPU references;
 //! - [`graph`]: graphs with shape inference, autodiff, memory planning, and a
 //!   [`Session`](graph::Session) that runs a training step in one submission;
-//! - [`models`]: layers, the model zoo, data loading and the training loop.
+//! - [`models`]: layers, the model zoo, data loading and the training loop;
+//! - [`parallel`]: communicators between replicas (threads with one device each, or
+//!   processes under `mpirun` with the `mpi` feature) and synchronous data parallelism.
 //!
 //! ```no_run
 //! use wgtrain::prelude::*;

@@ -77,12 +77,16 @@ impl DeviceSpec {
                     gpus
                 };
                 if pick.len() < *n {
+                    let first = pick.first().copied().unwrap_or(0);
+                    let example = match *n {
+                        ..=8 => vec![first.to_string(); *n].join(","),
+                        _ => format!("{first},{first},… ({n} entries)"),
+                    };
                     return Err(ParallelError::Config(format!(
                         "--devices {n}: only {} adapter(s) present [{}]; to open several \
-                         devices on one adapter list it, e.g. --devices {}",
+                         devices on one adapter list it, e.g. --devices {example}",
                         pick.len(),
                         describe(),
-                        vec![pick.first().copied().unwrap_or(0).to_string(); *n].join(",")
                     )));
                 }
                 Ok(pick[..*n].iter().map(|i| i.to_string()).collect())
