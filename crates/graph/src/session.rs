@@ -191,6 +191,19 @@ impl Session {
         effects: &[NodeId],
         step: StepInfo,
     ) -> Result<Fetched> {
+        Ok(self.run_with(mode, feeds, fetch, effects, step, None)?.0)
+    }
+
+    /// [`run`](Self::run), or [`run_synced`](Self::run_synced) with `reduce`.
+    fn run_with(
+        &mut self,
+        mode: Mode,
+        feeds: &[Feed<'_>],
+        fetch: &[Value],
+        effects: &[NodeId],
+        step: StepInfo,
+        reduce: Option<&mut sync::Reducer<'_>>,
+    ) -> Result<(Fetched, SyncStats)> {
         let key = PlanKey {
             mode,
             feeds: feeds.iter().map(|f| (f.name.to_owned(), f.ty())).collect(),
@@ -203,7 +216,11 @@ impl Session {
         }
         let seed = self.step_seed(step.step);
         let plan = &self.plans[&key];
-        self.execute(plan, feeds, StepInfo { seed, ..step })
+        let step = StepInfo { seed, ..step };
+        match (&plan.sync, reduce) {
+            (Some(sync), Some(reduce)) => self.execute_synced(plan, sync, feeds, step, reduce),
+            _ => Ok((self.execute(plan, feeds, step)?, SyncStats::default())),
+        }
     }
 
     /// The seed of the random ops at optimizer step `step`.

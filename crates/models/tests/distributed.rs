@@ -23,64 +23,12 @@ use wgtrain_models::data::Loader;
 use wgtrain_models::data::synthetic::Synthetic;
 use wgtrain_models::train::{TrainConfig, Trainer};
 use wgtrain_models::zoo::{self, Model};
-use wgtrain_parallel::{Communicator, LocalComm, broadcast_variables, train_step};
+use wgtrain_parallel::{Communicator, LocalComm, broadcast_variables};
 
 mod common;
 use common::dp::{
-    Named, batches, device, feeds, mlp, optimizer, single, trainable, worst_relative,
+    Named, batches, device, mlp, optimizer, replicas, single, trainable, worst_relative,
 };
-
-/// `world` replicas as threads, each on its own device with its own seed (rank 0's is
-/// the single run's), gradients in buckets of `bucket_bytes`. Returns every rank's
-/// final parameters.
-fn replicas(
-    build: &(dyn Fn(usize) -> Model + Sync),
-    world: usize,
-    data: &[(Vec<f32>, Vec<u32>)],
-    lr: f32,
-    bucket_bytes: u64,
-) -> Vec<Named> {
-    let global = data[0].1.len();
-    let n = global / world;
-    let comms = LocalComm::group(world);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = comms
-            .into_iter()
-            .map(|comm| {
-                scope.spawn(move || {
-                    let rank = comm.rank();
-                    let mut model = build(n);
-                    let training = model
-                        .graph
-                        .minimize_synced(model.loss, optimizer(), None, bucket_bytes)
-                        .unwrap();
-                    let seed = 1 + 1000 * rank as u64;
-                    let mut session = Session::new(device(), model.graph.clone(), seed).unwrap();
-                    broadcast_variables(&session, &comm, 0).unwrap();
-                    let per = model.input.iter().product::<usize>();
-                    for (x, y) in data {
-                        let xs = &x[rank * n * per..(rank + 1) * n * per];
-                        let ys = &y[rank * n..(rank + 1) * n];
-                        let share = n as f32 / global as f32;
-                        let (out, stats) = train_step(
-                            &mut session,
-                            &training,
-                            &comm,
-                            &feeds(&model, xs, ys),
-                            lr,
-                            share,
-                        )
-                        .unwrap();
-                        assert!(out.loss.is_finite());
-                        assert!(stats.sync.buckets >= training.buckets.len());
-                    }
-                    trainable(&session)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    })
-}
 
 fn check_equivalence(
     build: &(dyn Fn(usize) -> Model + Sync),

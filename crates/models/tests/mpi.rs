@@ -18,13 +18,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::dp::{
-    Named, batches, device, feeds, mlp, optimizer, single, trainable, worst_relative,
+    Named, batches, device, feeds, mlp, optimizer, replicas, single, trainable, worst_relative,
 };
 use wgtrain_graph::Session;
 use wgtrain_models::data::Loader;
 use wgtrain_models::data::synthetic::Synthetic;
 use wgtrain_models::train::{TrainConfig, Trainer};
-use wgtrain_parallel::{Communicator, LocalComm, MpiComm, broadcast_variables, train_step};
+use wgtrain_parallel::{Communicator, MpiComm, broadcast_variables, train_step};
 
 const STEPS: usize = 20;
 const PER_RANK: usize = 3;
@@ -159,46 +159,12 @@ fn mpi_ranks_match_one_replica() {
         "2 MPI ranks vs 1 replica: {name} off by {err:e} of its scale"
     );
     // The same two replicas as threads: the same bits (both reduce in rank order).
-    let threads = local_pair(&data);
+    let threads = replicas(&mlp, 2, &data, 0.05, 4096).remove(0);
     assert!(
         rank0.iter().zip(&threads).all(|(a, b)| a.1 == b.1),
         "MPI and in-process replicas ended with different bits"
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn local_pair(data: &[(Vec<f32>, Vec<u32>)]) -> Named {
-    let comms = LocalComm::group(2);
-    std::thread::scope(|scope| {
-        let hs: Vec<_> = comms
-            .into_iter()
-            .map(|comm| {
-                scope.spawn(move || {
-                    let rank = comm.rank();
-                    let mut model = mlp(PER_RANK);
-                    let training = model
-                        .graph
-                        .minimize_synced(model.loss, optimizer(), None, 4096)
-                        .unwrap();
-                    let mut s = Session::new(device(), model.graph.clone(), 1 + 1000 * rank as u64)
-                        .unwrap();
-                    broadcast_variables(&s, &comm, 0).unwrap();
-                    let per = model.input.iter().product::<usize>();
-                    for (x, y) in data {
-                        let xs = &x[rank * PER_RANK * per..(rank + 1) * PER_RANK * per];
-                        let ys = &y[rank * PER_RANK..(rank + 1) * PER_RANK];
-                        train_step(&mut s, &training, &comm, &feeds(&model, xs, ys), 0.05, 0.5)
-                            .unwrap();
-                    }
-                    trainable(&s)
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap())
-            .collect::<Vec<_>>()
-            .remove(0)
-    })
 }
 
 fn fault_config(checkpoint: PathBuf, resume: bool) -> TrainConfig {

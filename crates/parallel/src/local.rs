@@ -176,22 +176,34 @@ impl LocalComm {
                     reason,
                 });
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(CommError::Timeout {
-                    me: self.rank,
-                    op,
-                    missing,
-                    timeout: self.shared.timeout,
-                });
-            }
-            state = self
-                .shared
-                .wake
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .0;
+            state = self.wait(state, deadline, op, missing)?;
         }
+    }
+
+    /// Waits for a change of the shared state until `deadline`; past it, a timeout
+    /// naming the ranks `missing`.
+    fn wait<'a>(
+        &'a self,
+        state: MutexGuard<'a, State>,
+        deadline: Instant,
+        op: &'static str,
+        missing: Vec<usize>,
+    ) -> Result<MutexGuard<'a, State>, CommError> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(CommError::Timeout {
+                me: self.rank,
+                op,
+                missing,
+                timeout: self.shared.timeout,
+            });
+        }
+        Ok(self
+            .shared
+            .wake
+            .wait_timeout(state, deadline - now)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .0)
     }
 
     fn mark_gone(&self, reason: String) {
@@ -338,21 +350,7 @@ impl Communicator for LocalComm {
                         .unwrap_or_else(|| "no other rank".to_owned()),
                 });
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(CommError::Timeout {
-                    me: self.rank,
-                    op: "recv",
-                    missing: senders,
-                    timeout: self.shared.timeout,
-                });
-            }
-            state = self
-                .shared
-                .wake
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .0;
+            state = self.wait(state, deadline, "recv", senders)?;
         }
     }
 

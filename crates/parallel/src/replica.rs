@@ -52,13 +52,7 @@ pub fn broadcast_variables(
     comm: &dyn Communicator,
     root: usize,
 ) -> Result<(), GraphError> {
-    let names: Vec<String> = session
-        .graph()
-        .variables()
-        .iter()
-        .map(|v| v.name.clone())
-        .collect();
-    broadcast_named(session, comm, root, &names)
+    broadcast_where(session, comm, root, |_| true)
 }
 
 /// Makes the non-trainable state (batch-norm running statistics) rank `root`'s: with
@@ -69,28 +63,29 @@ pub fn broadcast_state(
     comm: &dyn Communicator,
     root: usize,
 ) -> Result<(), GraphError> {
+    broadcast_where(session, comm, root, |v| !v.trainable && !v.optimizer_state)
+}
+
+/// Broadcasts the variables `keep` selects, as one message.
+fn broadcast_where(
+    session: &Session,
+    comm: &dyn Communicator,
+    root: usize,
+    keep: impl Fn(&wgtrain_graph::Variable) -> bool,
+) -> Result<(), GraphError> {
     let names: Vec<String> = session
         .graph()
         .variables()
         .iter()
-        .filter(|v| !v.trainable && !v.optimizer_state)
+        .filter(|v| keep(v))
         .map(|v| v.name.clone())
         .collect();
-    broadcast_named(session, comm, root, &names)
-}
-
-fn broadcast_named(
-    session: &Session,
-    comm: &dyn Communicator,
-    root: usize,
-    names: &[String],
-) -> Result<(), GraphError> {
     if comm.world_size() == 1 || names.is_empty() {
         return Ok(());
     }
     let mut flat = Vec::new();
     let mut lens = Vec::with_capacity(names.len());
-    for name in names {
+    for name in &names {
         let data = session.read_variable(name)?;
         lens.push(data.len());
         flat.extend_from_slice(&data);

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use wgtrain_device::{Gpu, wgpu};
 
-use super::{Fetched, Plan, PlanKey, Session};
+use super::{Fetched, Plan, Session};
 use crate::error::{GraphError, Result};
 use crate::graph::Graph;
 use crate::op::{Mode, StepInfo};
@@ -225,23 +225,7 @@ impl Session {
         step: StepInfo,
         reduce: &mut Reducer<'_>,
     ) -> Result<(Fetched, SyncStats)> {
-        let key = PlanKey {
-            mode,
-            feeds: feeds.iter().map(|f| (f.name.to_owned(), f.ty())).collect(),
-            fetch: fetch.to_vec(),
-            effects: effects.to_vec(),
-        };
-        if !self.plans.contains_key(&key) {
-            let plan = self.compile(&key)?;
-            self.plans.insert(key.clone(), plan);
-        }
-        let seed = self.step_seed(step.step);
-        let plan = &self.plans[&key];
-        let step = StepInfo { seed, ..step };
-        match &plan.sync {
-            Some(sync) => self.execute_synced(plan, sync, feeds, step, reduce),
-            None => Ok((self.execute(plan, feeds, step)?, SyncStats::default())),
-        }
+        self.run_with(mode, feeds, fetch, effects, step, Some(reduce))
     }
 
     /// [`train_step`](Self::train_step) for a graph built by
@@ -267,7 +251,7 @@ impl Session {
         Ok((training.step_output(&out), stats))
     }
 
-    fn execute_synced(
+    pub(super) fn execute_synced(
         &self,
         plan: &Plan,
         sync: &SyncPlan,

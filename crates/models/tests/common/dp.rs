@@ -9,6 +9,7 @@ use wgtrain_graph::device::Gpu;
 use wgtrain_graph::device::autotune::{Autotuner, Mode as Tune};
 use wgtrain_graph::{Feed, Optimizer, Rng, Session};
 use wgtrain_models::zoo::{self, Model};
+use wgtrain_parallel::{Communicator, LocalComm, broadcast_variables, train_step};
 
 pub type Named = Vec<(String, Vec<f32>)>;
 
@@ -98,4 +99,56 @@ pub fn worst_relative(a: &Named, b: &Named) -> (f32, String) {
 
 pub fn mlp(batch: usize) -> Model {
     zoo::mlp([6, 5, 1], &[37, 19], 7, batch).unwrap()
+}
+
+/// `world` replicas as threads, each on its own device with its own seed (rank 0's is
+/// the single run's), gradients in buckets of `bucket_bytes`. Returns every rank's
+/// final parameters.
+pub fn replicas(
+    build: &(dyn Fn(usize) -> Model + Sync),
+    world: usize,
+    data: &[(Vec<f32>, Vec<u32>)],
+    lr: f32,
+    bucket_bytes: u64,
+) -> Vec<Named> {
+    let global = data[0].1.len();
+    let n = global / world;
+    let comms = LocalComm::group(world);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|comm| {
+                scope.spawn(move || {
+                    let rank = comm.rank();
+                    let mut model = build(n);
+                    let training = model
+                        .graph
+                        .minimize_synced(model.loss, optimizer(), None, bucket_bytes)
+                        .unwrap();
+                    let seed = 1 + 1000 * rank as u64;
+                    let mut session = Session::new(device(), model.graph.clone(), seed).unwrap();
+                    broadcast_variables(&session, &comm, 0).unwrap();
+                    let per = model.input.iter().product::<usize>();
+                    for (x, y) in data {
+                        let xs = &x[rank * n * per..(rank + 1) * n * per];
+                        let ys = &y[rank * n..(rank + 1) * n];
+                        let share = n as f32 / global as f32;
+                        let (out, stats) = train_step(
+                            &mut session,
+                            &training,
+                            &comm,
+                            &feeds(&model, xs, ys),
+                            lr,
+                            share,
+                        )
+                        .unwrap();
+                        assert!(out.loss.is_finite());
+                        assert!(stats.sync.buckets >= training.buckets.len());
+                    }
+                    trainable(&session)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
 }
