@@ -84,6 +84,9 @@ impl SyncStats {
     }
 }
 
+/// Buckets copied out and not yet reduced: (bucket, its segment, its submission).
+type Pending = VecDeque<(usize, usize, wgpu::SubmissionIndex)>;
+
 /// One bucket of a plan.
 pub(super) struct BucketPlan {
     what: HostReduce,
@@ -259,11 +262,33 @@ impl Session {
         step: StepInfo,
         reduce: &mut Reducer<'_>,
     ) -> Result<(Fetched, SyncStats)> {
-        let gpu = &self.gpu;
         self.write_inputs(plan, feeds, &step)?;
-        let mut stats = SyncStats::default();
         // Buckets copied out and not yet reduced: (bucket, its segment, submission).
-        let mut pending: VecDeque<(usize, usize, wgpu::SubmissionIndex)> = VecDeque::new();
+        let mut pending: Pending = VecDeque::new();
+        let result = self.run_segments(plan, sync, reduce, &mut pending);
+        if result.is_err() {
+            // A failed reduction (a peer stopped) leaves later buckets mapped: wait for
+            // their copies and unmap them, so that the session stays usable.
+            for (b, _, index) in pending {
+                let _ = self.gpu.wait_for(index);
+                sync.buckets[b].staging.unmap();
+            }
+        }
+        let stats = result?;
+        let fetched = self.read_fetched(plan)?;
+        Ok((fetched, stats))
+    }
+
+    /// Submits the segments, reducing each bucket as described in the module's design.
+    fn run_segments(
+        &self,
+        plan: &Plan,
+        sync: &SyncPlan,
+        reduce: &mut Reducer<'_>,
+        pending: &mut Pending,
+    ) -> Result<SyncStats> {
+        let gpu = &self.gpu;
+        let mut stats = SyncStats::default();
         let last = sync.segments.len() - 1;
         for (s, range) in sync.segments.iter().enumerate() {
             // Reduce (oldest first) until nothing this segment reads is outstanding.
@@ -335,8 +360,7 @@ impl Session {
         while let Some((b, _, index)) = pending.pop_front() {
             self.finish_bucket(plan, &sync.buckets[b], index, true, reduce, &mut stats)?;
         }
-        let fetched = self.read_fetched(plan)?;
-        Ok((fetched, stats))
+        Ok(stats)
     }
 
     /// Reads bucket `bucket` back once its copy (in submission `index`) is done, hands it
@@ -351,16 +375,18 @@ impl Session {
         stats: &mut SyncStats,
     ) -> Result<()> {
         let start = Instant::now();
-        self.gpu.wait_for(index)?;
+        let waited_for = self.gpu.wait_for(index);
         let waited = Instant::now();
-        let mut data: Vec<f32> = {
+        let read = waited_for.map_err(GraphError::from).and_then(|()| {
             let view =
                 bucket.staging.slice(..).get_mapped_range().map_err(|e| {
                     GraphError::Invalid(format!("reading back all-reduce bucket: {e}"))
                 })?;
-            bytemuck::cast_slice::<u8, f32>(&view)[..(bucket.bytes / 4) as usize].to_vec()
-        };
+            Ok(bytemuck::cast_slice::<u8, f32>(&view)[..(bucket.bytes / 4) as usize].to_vec())
+        });
+        // Unmapped whatever happened, so the next run can copy into it again.
         bucket.staging.unmap();
+        let mut data = read?;
         let copied = Instant::now();
         reduce(bucket.what, &mut data)?;
         let reduced = Instant::now();
