@@ -514,9 +514,16 @@ fn run_mpi(
     }
     let comm = MpiComm::init()?;
     let (rank, world) = (comm.rank(), comm.world_size());
+    // Any failure before training ends the job: the others would wait for this rank.
+    let fail = |comm: &MpiComm, e: anyhow::Error| -> anyhow::Error {
+        comm.abort(&format!("{e:#}"));
+        e
+    };
     let batch = train.batch_size();
     if batch % world != 0 {
-        bail!("--batch-size {batch} is not a multiple of the {world} MPI processes");
+        let e =
+            anyhow::anyhow!("--batch-size {batch} is not a multiple of the {world} MPI processes");
+        return Err(fail(&comm, e));
     }
     // One GPU per process: the local rank's GPU when this node has several.
     let local = std::env::var("OMPI_COMM_WORLD_LOCAL_RANK")
@@ -524,17 +531,12 @@ fn run_mpi(
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(0);
     let gpu = match std::env::var("WGTRAIN_ADAPTER") {
-        Ok(_) => open_gpu()?,
-        Err(_) => {
-            let gpus = DeviceSpec::Count(1)
-                .adapters()
-                .map(|a| a.len())
-                .unwrap_or(1);
-            let spec = DeviceSpec::Count(gpus.max(1));
-            let choice = spec.adapters()?;
-            Arc::new(Gpu::with_adapter(Some(&choice[local % choice.len()]))?)
-        }
+        Ok(_) => open_gpu(),
+        Err(_) => DeviceSpec::for_local_rank(local)
+            .map_err(anyhow::Error::from)
+            .and_then(|choice| Ok(Arc::new(Gpu::with_adapter(Some(&choice))?))),
     };
+    let gpu = gpu.map_err(|e| fail(&comm, e))?;
     if rank == 0 {
         say(
             "replicas",
@@ -563,9 +565,25 @@ fn run_mpi(
 }
 
 /// Trains with `trainer` (one replica of a data-parallel run, or the only one); rank 0
-/// prints the epochs, writes the weights and the summary.
+/// prints the epochs, writes the weights and the summary. A replica that fails tells the
+/// others, so that none waits for it.
 fn run_trainer(
     mut trainer: Trainer,
+    name: &str,
+    flags: &TrainFlags,
+    run: &RunConfig,
+    train: &wgtrain::models::data::Loader,
+    eval: &wgtrain::models::data::Loader,
+) -> Result<Option<f32>> {
+    let result = train_and_report(&mut trainer, name, flags, run, train, eval);
+    if let Err(e) = &result {
+        trainer.abort(&format!("{e:#}"));
+    }
+    result
+}
+
+fn train_and_report(
+    trainer: &mut Trainer,
     name: &str,
     flags: &TrainFlags,
     run: &RunConfig,
@@ -649,7 +667,7 @@ fn run_trainer(
             ),
         );
     }
-    print_summary(&trainer, flags, run, name, last, seconds, train);
+    print_summary(trainer, flags, run, name, last, seconds, train);
     Ok(last.and_then(|r| r.eval_top1))
 }
 

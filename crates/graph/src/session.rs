@@ -336,7 +336,7 @@ impl Session {
             lowered.push((id, dispatches, inputs));
             lowered_positions.push(position);
         }
-        let sync = sync::plan_sync(&self.gpu, &self.graph, &layout, &lowered_positions);
+        let sync = sync::plan_sync(&self.gpu, &self.graph, &layout, &lowered_positions)?;
         let staging = key
             .fetch
             .iter()

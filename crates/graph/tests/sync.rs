@@ -160,3 +160,59 @@ fn a_plain_step_treats_the_reductions_as_the_identity() {
         .unwrap();
     assert_eq!(params(&synced), params(&plain));
 }
+
+#[test]
+fn a_fetched_reduction_that_nothing_reads_is_reduced() {
+    let mut g = Graph::new();
+    let x = g.input("x", TensorType::f32(&[BATCH, 13])).unwrap();
+    let y = g.relu(x).unwrap();
+    let r = g.all_reduce(y, Reduction::Sum).unwrap();
+    let mut session = Session::new(gpu(), g, 1).unwrap();
+    let (xs, _) = data();
+    let mut double = |_: HostReduce, d: &mut [f32]| {
+        d.iter_mut().for_each(|v| *v *= 2.0);
+        Ok(())
+    };
+    let step = wgtrain_graph::StepInfo {
+        step: 1,
+        lr: 0.0,
+        seed: 0,
+    };
+    let feeds = [Feed::f32("x", &[BATCH, 13], &xs)];
+    let (out, _) = session
+        .run_synced(
+            wgtrain_graph::Mode::Train,
+            &feeds,
+            &[r],
+            &[],
+            step,
+            &mut double,
+        )
+        .unwrap();
+    let want: Vec<f32> = xs.iter().map(|v| 2.0 * v.max(0.0)).collect();
+    assert_eq!(out.f32(r), want);
+}
+
+#[test]
+fn a_reduction_whose_input_is_read_elsewhere_is_refused() {
+    let mut g = Graph::new();
+    let x = g.input("x", TensorType::f32(&[BATCH, 13])).unwrap();
+    let y = g.scoped("act", |g| g.relu(x)).unwrap();
+    let r = g
+        .scoped("sync", |g| g.all_reduce(y, Reduction::Sum))
+        .unwrap();
+    let other = g.scoped("other", |g| g.add(y, y)).unwrap();
+    let mut session = Session::new(gpu(), g, 1).unwrap();
+    let (xs, _) = data();
+    let feeds = [Feed::f32("x", &[BATCH, 13], &xs)];
+    let step = wgtrain_graph::StepInfo {
+        step: 1,
+        lr: 0.0,
+        seed: 0,
+    };
+    let err = session
+        .run(wgtrain_graph::Mode::Train, &feeds, &[r, other], &[], step)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("also read by add in layer `other`"), "{err}");
+}

@@ -172,11 +172,27 @@ impl Trainer {
         Self::build(gpu, model, config, Some(comm))
     }
 
+    /// [`build_inner`](Self::build_inner); a replica that fails tells the others (MPI:
+    /// ends the job), so that none waits for it in a collective.
     fn build(
         gpu: Arc<Gpu>,
         model: Model,
-        mut config: TrainConfig,
+        config: TrainConfig,
         comm: Option<Box<dyn Communicator>>,
+    ) -> Result<Self> {
+        let mut slot = comm;
+        let built = Self::build_inner(gpu, model, config, &mut slot);
+        if let (Err(e), Some(comm)) = (&built, &slot) {
+            comm.abort(&format!("setting up training: {e}"));
+        }
+        built
+    }
+
+    fn build_inner(
+        gpu: Arc<Gpu>,
+        model: Model,
+        mut config: TrainConfig,
+        comm_slot: &mut Option<Box<dyn Communicator>>,
     ) -> Result<Self> {
         let model = match config.sync_bn {
             true => model.with_sync_batch_norm()?,
@@ -190,6 +206,7 @@ impl Trainer {
             classes,
             ..
         } = model;
+        let comm = comm_slot.as_deref();
         let training = match comm {
             Some(_) => graph.minimize_synced(
                 loss,
@@ -200,7 +217,7 @@ impl Trainer {
             None => graph.minimize_with(loss, config.optimizer, config.clip_grad_norm)?,
         };
         let mut session = Session::new(gpu, graph, config.seed)?;
-        let root = comm.as_ref().is_none_or(|c| c.rank() == 0);
+        let root = comm.is_none_or(|c| c.rank() == 0);
         // Rank 0 decides (its file system holds the checkpoint); the others follow.
         let decided = if root {
             match &config.checkpoint {
@@ -216,12 +233,12 @@ impl Trainer {
         } else {
             Ok(None)
         };
-        let resumed = match &comm {
-            Some(c) => agree(c.as_ref(), decided)?,
+        let resumed = match comm {
+            Some(c) => agree(c, decided)?,
             None => decided?,
         };
-        if let Some(c) = &comm {
-            wgtrain_parallel::broadcast_variables(&session, c.as_ref(), 0)?;
+        if let Some(c) = comm {
+            wgtrain_parallel::broadcast_variables(&session, c, 0)?;
         }
         let position = resumed.unwrap_or(Position {
             epoch: 0,
@@ -241,10 +258,19 @@ impl Trainer {
             on_step: None,
             losses: Vec::new(),
             records: Vec::new(),
-            comm,
+            comm: comm_slot.take(),
             comm_stats: ReplicaStats::default(),
             images: 0,
         })
+    }
+
+    /// Tells the other replicas that this one stops with `reason`, so that none waits
+    /// for it in a collective (in-process replicas fail at once naming this rank; under
+    /// MPI the job ends). Without a communicator, nothing.
+    pub fn abort(&self, reason: &str) {
+        if let Some(comm) = &self.comm {
+            comm.abort(reason);
+        }
     }
 
     /// This replica's rank (0 without a communicator).
@@ -339,8 +365,21 @@ impl Trainer {
         &mut self,
         train: &Loader,
         eval: Option<&Loader>,
-        mut on_epoch: impl FnMut(&EpochRecord),
+        on_epoch: impl FnMut(&EpochRecord),
     ) -> Result<&[EpochRecord]> {
+        if let Err(e) = self.fit_inner(train, eval, on_epoch) {
+            self.abort(&e.to_string());
+            return Err(e);
+        }
+        Ok(&self.records)
+    }
+
+    fn fit_inner(
+        &mut self,
+        train: &Loader,
+        eval: Option<&Loader>,
+        mut on_epoch: impl FnMut(&EpochRecord),
+    ) -> Result<()> {
         let global = train;
         let train = &self.local_loader(global)?;
         while (self.position.epoch as usize) < self.config.epochs && !self.done() {
@@ -382,7 +421,7 @@ impl Trainer {
                 .collect();
             crate::plot::loss_and_accuracy(path, &self.model, &self.losses, &acc)?;
         }
-        Ok(&self.records)
+        Ok(())
     }
 
     fn train_epoch(&mut self, train: &Loader, epoch: u64) -> Result<EpochRecord> {
@@ -480,10 +519,16 @@ impl Trainer {
         if let Some(comm) = &self.comm {
             wgtrain_parallel::broadcast_state(&self.session, comm.as_ref(), 0)?;
         }
-        let loader = &self.local_loader(loader)?;
+        let loader = &match self.world_size() {
+            1 => loader.clone(),
+            world => loader.clone().sharded_for_evaluation(self.rank(), world)?,
+        };
         let mut sums = [0.0f32; 4]; // loss · count, top-1, top-5, count
         for (i, batch) in loader.epoch(0, 0).enumerate() {
             let batch = batch?;
+            if batch.labels.is_empty() {
+                continue; // this rank's share of a batch smaller than the world
+            }
             check_labels(&batch.labels, self.classes, || {
                 format!("evaluation batch {i}")
             })?;

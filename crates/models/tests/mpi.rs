@@ -243,3 +243,35 @@ fn a_dead_rank_ends_the_mpi_job() {
     assert_eq!(trainer.position().steps, 8);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One rank of the error run: rank 1 reads data that does not fit the model (its first
+/// step fails on that rank alone); rank 0 trains normally and would wait for it forever.
+#[test]
+#[ignore = "run by an_error_on_one_rank_ends_the_mpi_job under mpirun"]
+fn mpi_error_worker() {
+    let comm = MpiComm::init().unwrap();
+    let rank = comm.rank();
+    let model = wgtrain_models::zoo::mlp([8, 8, 3], &[16], 4, 4).unwrap();
+    let mut trainer =
+        Trainer::distributed(device(), model, TrainConfig::new(1, 0.05), Box::new(comm)).unwrap();
+    let side = if rank == 1 { 9 } else { 8 };
+    let data = Loader::new(Arc::new(Synthetic::new(48, side, 4, 3)), 8).unwrap();
+    // Rank 1's error ends the job: rank 0 never returns from its second collective.
+    let _ = trainer.fit(&data, None);
+}
+
+#[test]
+fn an_error_on_one_rank_ends_the_mpi_job() {
+    let dir = scratch("error");
+    let (ok, text, took) = mpirun("mpi_error_worker", &[], Duration::from_secs(120));
+    assert!(!ok, "the job should fail:\n{text}");
+    assert!(
+        took < Duration::from_secs(100),
+        "the job took {took:?} to stop"
+    );
+    assert!(
+        text.contains("rank 1: aborting the MPI job") && text.contains("feed `images`"),
+        "rank 1 names itself and its error:\n{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

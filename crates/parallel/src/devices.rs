@@ -68,14 +68,7 @@ impl DeviceSpec {
         };
         match self {
             DeviceSpec::Count(n) => {
-                let gpus: Vec<usize> = (0..present.len())
-                    .filter(|&i| present[i].device_type != wgpu::DeviceType::Cpu)
-                    .collect();
-                let pick = if gpus.is_empty() {
-                    (0..present.len()).collect()
-                } else {
-                    gpus
-                };
+                let pick = candidates(&present);
                 if pick.len() < *n {
                     let first = pick.first().copied().unwrap_or(0);
                     let example = match *n {
@@ -112,6 +105,16 @@ impl DeviceSpec {
         }
     }
 
+    /// The adapter of an MPI process with local rank `local` (its index among the
+    /// processes on its machine): the GPUs in turn, or the CPU adapter where no GPU is.
+    pub fn for_local_rank(local: usize) -> Result<String, ParallelError> {
+        let pick = candidates(&Gpu::list_adapters());
+        match pick.len() {
+            0 => Err(ParallelError::Config("no GPU adapter found".to_owned())),
+            n => Ok(pick[local % n].to_string()),
+        }
+    }
+
     /// Opens one device per replica.
     pub fn open(&self) -> Result<Vec<Arc<Gpu>>, ParallelError> {
         self.adapters()?
@@ -122,5 +125,18 @@ impl DeviceSpec {
                     .map_err(|e| ParallelError::Config(format!("--devices: adapter {choice}: {e}")))
             })
             .collect()
+    }
+}
+
+/// Indices of the adapters replicas are spread over: the GPUs, or every adapter (CPU
+/// ones) where there is no GPU.
+fn candidates(present: &[wgpu::AdapterInfo]) -> Vec<usize> {
+    let gpus: Vec<usize> = (0..present.len())
+        .filter(|&i| present[i].device_type != wgpu::DeviceType::Cpu)
+        .collect();
+    if gpus.is_empty() {
+        (0..present.len()).collect()
+    } else {
+        gpus
     }
 }

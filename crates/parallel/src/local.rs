@@ -26,7 +26,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Round {
     Sum,
-    Broadcast(usize),
+    /// From the root; every rank must pass the root's length when `exact`.
+    Broadcast {
+        root: usize,
+        exact: bool,
+    },
     Barrier,
 }
 
@@ -34,11 +38,14 @@ impl Round {
     fn name(self) -> &'static str {
         match self {
             Round::Sum => "all_reduce",
-            Round::Broadcast(_) => "broadcast",
+            Round::Broadcast { .. } => "broadcast",
             Round::Barrier => "barrier",
         }
     }
 }
+
+/// A completed round's result: the bytes every rank gets, or why the calls did not fit.
+type RoundResult = Arc<Result<Vec<u8>, String>>;
 
 struct State {
     /// Rounds completed so far.
@@ -48,9 +55,12 @@ struct State {
     contributions: Vec<Option<Vec<u8>>>,
     arrived: usize,
     /// The last completed round's result (or why the ranks' calls did not fit).
-    result: Arc<Result<Vec<u8>, String>>,
+    result: RoundResult,
     /// Ranks that stopped, with why.
     gone: Vec<Option<String>>,
+    /// Ranks in the order they went: a peer names the first (the cause; the others
+    /// usually stopped because of it).
+    gone_order: Vec<usize>,
     /// Per destination rank: `(source, tag, data)`.
     mailboxes: Vec<VecDeque<(usize, u32, Vec<f32>)>>,
 }
@@ -86,6 +96,7 @@ impl LocalComm {
                 arrived: 0,
                 result: Arc::new(Ok(Vec::new())),
                 gone: vec![None; world],
+                gone_order: Vec::new(),
                 mailboxes: vec![VecDeque::new(); world],
             }),
             wake: Condvar::new(),
@@ -120,11 +131,7 @@ impl LocalComm {
         }
     }
 
-    fn round_inner(
-        &self,
-        round: Round,
-        mine: Vec<u8>,
-    ) -> Result<Arc<Result<Vec<u8>, String>>, CommError> {
+    fn round_inner(&self, round: Round, mine: Vec<u8>) -> Result<RoundResult, CommError> {
         let op = round.name();
         let deadline = Instant::now() + self.shared.timeout;
         let mut state = self.lock();
@@ -148,7 +155,19 @@ impl LocalComm {
                 .collect();
             let result = match round {
                 Round::Sum => sum_bytes(&parts),
-                Round::Broadcast(root) => Ok(parts[root].clone()),
+                Round::Broadcast { root, exact } => {
+                    match parts
+                        .iter()
+                        .position(|p| exact && p.len() != parts[root].len())
+                    {
+                        Some(r) => Err(format!(
+                            "broadcast from rank {root} of {} elements, but rank {r} expects {}",
+                            parts[root].len() / 4,
+                            parts[r].len() / 4
+                        )),
+                        None => Ok(parts[root].clone()),
+                    }
+                }
                 Round::Barrier => Ok(Vec::new()),
             };
             state.result = Arc::new(result);
@@ -158,25 +177,54 @@ impl LocalComm {
             self.shared.wake.notify_all();
             return Ok(state.result.clone());
         }
+        let (mut state, outcome) = self.await_round(state, my_round, op, deadline);
+        if outcome.is_err() {
+            // Leave the round as if this rank had never come: a later call (or a late
+            // peer) must not count a stale contribution.
+            state.contributions[self.rank] = None;
+            state.arrived -= 1;
+            if state.arrived == 0 {
+                state.round = None;
+            }
+        }
+        outcome
+    }
+
+    /// Waits until round `my_round` completes, a missing rank is gone, or `deadline`.
+    fn await_round<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        my_round: u64,
+        op: &'static str,
+        deadline: Instant,
+    ) -> (MutexGuard<'a, State>, Result<RoundResult, CommError>) {
         loop {
             if state.completed > my_round {
-                return Ok(state.result.clone());
+                let result = state.result.clone();
+                return (state, Ok(result));
             }
             let missing: Vec<usize> = (0..self.shared.world)
                 .filter(|&r| state.contributions[r].is_none() && r != self.rank)
                 .collect();
-            if let Some((rank, reason)) = missing
+            if let Some((rank, reason)) = state
+                .gone_order
                 .iter()
-                .find_map(|&r| state.gone[r].clone().map(|why| (r, why)))
+                .find(|r| missing.contains(r))
+                .map(|&r| (r, state.gone[r].clone().unwrap_or_default()))
             {
-                return Err(CommError::PeerFailed {
+                let failed = CommError::PeerFailed {
                     rank,
                     me: self.rank,
                     op,
                     reason,
-                });
+                };
+                return (state, Err(failed));
             }
-            state = self.wait(state, deadline, op, missing)?;
+            let (next, waited) = self.wait(state, deadline, op, missing);
+            state = next;
+            if let Err(e) = waited {
+                return (state, Err(e));
+            }
         }
     }
 
@@ -188,28 +236,31 @@ impl LocalComm {
         deadline: Instant,
         op: &'static str,
         missing: Vec<usize>,
-    ) -> Result<MutexGuard<'a, State>, CommError> {
+    ) -> (MutexGuard<'a, State>, Result<(), CommError>) {
         let now = Instant::now();
         if now >= deadline {
-            return Err(CommError::Timeout {
+            let timeout = CommError::Timeout {
                 me: self.rank,
                 op,
                 missing,
                 timeout: self.shared.timeout,
-            });
+            };
+            return (state, Err(timeout));
         }
-        Ok(self
+        let state = self
             .shared
             .wake
             .wait_timeout(state, deadline - now)
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .0)
+            .0;
+        (state, Ok(()))
     }
 
     fn mark_gone(&self, reason: String) {
         let mut state = self.lock();
         if state.gone[self.rank].is_none() {
             state.gone[self.rank] = Some(reason);
+            state.gone_order.push(self.rank);
         }
         self.shared.wake.notify_all();
     }
@@ -271,8 +322,11 @@ impl Communicator for LocalComm {
     }
 
     fn broadcast(&self, data: &mut [f32], root: usize) -> Result<(), CommError> {
-        let mut bytes = to_bytes(data);
-        self.broadcast_bytes(&mut bytes, root)?;
+        check_rank(root, self.shared.world)?;
+        if self.shared.world == 1 {
+            return Ok(());
+        }
+        let bytes = self.round(Round::Broadcast { root, exact: true }, to_bytes(data))?;
         if bytes.len() != data.len() * 4 {
             return Err(CommError::Mismatch {
                 me: self.rank,
@@ -292,7 +346,10 @@ impl Communicator for LocalComm {
         if self.shared.world == 1 {
             return Ok(());
         }
-        *data = self.round(Round::Broadcast(root), std::mem::take(data))?;
+        *data = self.round(
+            Round::Broadcast { root, exact: false },
+            std::mem::take(data),
+        )?;
         Ok(())
     }
 
@@ -350,7 +407,9 @@ impl Communicator for LocalComm {
                         .unwrap_or_else(|| "no other rank".to_owned()),
                 });
             }
-            state = self.wait(state, deadline, "recv", senders)?;
+            let (next, waited) = self.wait(state, deadline, "recv", senders);
+            state = next;
+            waited?;
         }
     }
 

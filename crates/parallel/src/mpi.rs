@@ -15,7 +15,7 @@
 //! `mpirun` ends every rank when one dies, naming it; [`Communicator::abort`] calls
 //! `MPI_Abort`.
 
-use mpi::collective::CommunicatorCollectives;
+use mpi::collective::{CommunicatorCollectives, SystemOperation};
 use mpi::datatype::{Partition, PartitionMut};
 use mpi::environment::Universe;
 use mpi::point_to_point::{Destination, Source};
@@ -67,6 +67,28 @@ impl MpiComm {
         self.world.process_at_rank(rank as Rank)
     }
 
+    /// Fails on every rank (not only on those that differ) unless all pass `root`'s
+    /// `len`: two small collectives, so that no rank goes on into an exchange the
+    /// others have left.
+    fn same_length(&self, len: usize, root: usize, op: &str) -> Result<(), CommError> {
+        let mut root_len = len as u64;
+        self.process(root).broadcast_into(&mut root_len);
+        let differs = i32::from(root_len != len as u64);
+        let mut any = 0i32;
+        self.world
+            .all_reduce_into(&differs, &mut any, SystemOperation::max());
+        if any == 0 {
+            return Ok(());
+        }
+        Err(CommError::Mismatch {
+            me: self.rank,
+            message: format!(
+                "{op}: rank {root} passes {root_len} elements, this rank {len} (some rank \
+                 differs)"
+            ),
+        })
+    }
+
     /// Reduce-scatter + all-gather of one piece (at most [`PIECE`] elements).
     fn all_reduce_piece(&self, data: &mut [f32]) {
         let k = self.size;
@@ -93,6 +115,16 @@ impl MpiComm {
     }
 }
 
+impl Drop for MpiComm {
+    /// A panicking rank ends the job rather than finalise MPI while the others wait for
+    /// it in a collective.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.abort("this rank panicked");
+        }
+    }
+}
+
 impl Communicator for MpiComm {
     fn rank(&self) -> usize {
         self.rank
@@ -107,17 +139,7 @@ impl Communicator for MpiComm {
             return Ok(());
         }
         // Every rank must agree on the length, or the exchange below would be undefined.
-        let mut len = data.len() as u64;
-        self.process(0).broadcast_into(&mut len);
-        if len != data.len() as u64 {
-            return Err(CommError::Mismatch {
-                me: self.rank,
-                message: format!(
-                    "all_reduce of {} elements, but rank 0 reduces {len}",
-                    data.len()
-                ),
-            });
-        }
+        self.same_length(data.len(), 0, "all_reduce")?;
         for piece in data.chunks_mut(PIECE) {
             self.all_reduce_piece(piece);
         }
@@ -126,17 +148,7 @@ impl Communicator for MpiComm {
 
     fn broadcast(&self, data: &mut [f32], root: usize) -> Result<(), CommError> {
         check_rank(root, self.size)?;
-        let mut len = data.len() as u64;
-        self.process(root).broadcast_into(&mut len);
-        if len != data.len() as u64 {
-            return Err(CommError::Mismatch {
-                me: self.rank,
-                message: format!(
-                    "broadcast from rank {root} sends {len} elements, this rank expects {}",
-                    data.len()
-                ),
-            });
-        }
+        self.same_length(data.len(), root, "broadcast")?;
         for piece in data.chunks_mut(PIECE) {
             self.process(root).broadcast_into(piece);
         }

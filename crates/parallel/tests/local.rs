@@ -122,3 +122,32 @@ fn device_specs_parse() {
         assert!(DeviceSpec::parse(bad).is_err(), "{bad} should be refused");
     }
 }
+
+#[test]
+fn a_rank_that_timed_out_leaves_no_stale_contribution() {
+    // Rank 0 gives up on a barrier; rank 1 arrives later. Their next collective (a
+    // broadcast) must see both ranks' fresh data, not rank 0's abandoned barrier.
+    // Rank 0: the barrier times out at 1 s, its broadcast waits from 1 s to 2 s;
+    // rank 1 comes to the broadcast at 1.5 s.
+    let out = each(2, Duration::from_millis(1000), |c| {
+        if c.rank() == 0 {
+            assert!(matches!(c.barrier(), Err(CommError::Timeout { .. })));
+        } else {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        let mut v = vec![c.rank() as f32 + 10.0; 3];
+        c.broadcast(&mut v, 1).map(|()| v)
+    });
+    for v in out {
+        assert_eq!(v.unwrap(), vec![11.0; 3]);
+    }
+}
+
+#[test]
+fn a_broadcast_of_the_wrong_length_fails_every_rank() {
+    let out = each(3, Duration::from_secs(10), |c| {
+        let mut v = vec![0.0f32; if c.rank() == 2 { 5 } else { 4 }];
+        c.broadcast(&mut v, 0).is_err()
+    });
+    assert_eq!(out, vec![true, true, true]);
+}

@@ -13,7 +13,7 @@ use crate::op::{LowerCtx, Mode, Op, StepInfo, expect};
 use crate::ops::clip::{ClipGrad, GradNorm};
 use crate::ops::finite::CountNonFinite;
 use crate::ops::loss::CORRECT;
-use crate::ops::sync::{AllReduce, Reduction};
+use crate::ops::sync::{AllReduce, Copy, Reduction};
 use crate::tensor::{DType, TensorType, Value};
 
 /// An optimizer and its hyper-parameters (PyTorch's semantics and defaults).
@@ -367,6 +367,18 @@ impl Graph {
         applied: &mut [(usize, Value)],
         limit: u64,
     ) -> Result<Vec<GradBucket>> {
+        // A gradient that other nodes read too (Add's backward hands one value to both of
+        // its inputs), or that stands for several parameters, is reduced in a copy: the
+        // write-back must not change what the others see.
+        let readers = |g: &Self, v: Value| g.nodes.iter().filter(|n| n.inputs.contains(&v)).count();
+        for slot in 0..applied.len() {
+            let grad = applied[slot].1;
+            let shared = applied.iter().filter(|a| a.1 == grad).count() > 1;
+            if shared || readers(self, grad) > 0 {
+                let scope = self.variables[applied[slot].0].name.clone();
+                applied[slot].1 = self.scoped(&scope, |g| g.apply1(Copy, &[grad]))?;
+            }
+        }
         let mut order: Vec<usize> = (0..applied.len()).collect();
         order.sort_by_key(|&slot| (self.producer(applied[slot].1), slot));
         let mut buckets: Vec<GradBucket> = Vec::new();

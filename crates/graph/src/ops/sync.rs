@@ -15,6 +15,7 @@
 //! built for many replicas still runs alone.
 
 use wgtrain_device::Dispatch;
+use wgtrain_device::kernels::elementwise::Scale;
 
 use crate::error::Result;
 use crate::graph::{Graph, NodeId};
@@ -95,6 +96,33 @@ impl Op for AllReduce {
             bucket: self.bucket,
             reduction: self.reduction,
         })
+    }
+}
+
+/// `y = x` into a buffer of its own: gives an all-reduce a private copy of a value that
+/// other nodes also read (the write-back must not change what they see).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Copy;
+
+impl Op for Copy {
+    fn name(&self) -> &'static str {
+        "copy"
+    }
+
+    fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+        expect(inputs.len() == 1 && inputs[0].dtype == DType::F32, || {
+            format!("expected one f32 tensor, got {} inputs", inputs.len())
+        })?;
+        crate::ops::u32_of(inputs[0].len(), "elements")?;
+        Ok(vec![inputs[0].clone()])
+    }
+
+    fn lower(&self, ctx: &LowerCtx<'_>) -> Result<Vec<Dispatch>> {
+        let k = Scale {
+            count: crate::ops::count(&ctx.outputs[0]),
+            alpha: 1.0,
+        };
+        crate::ops::one(k.prepare(ctx.gpu, ctx.in_bufs[0], ctx.out_bufs[0]))
     }
 }
 

@@ -114,7 +114,7 @@ pub(super) fn plan_sync(
     graph: &Graph,
     layout: &Layout,
     lowered_positions: &[usize],
-) -> Option<SyncPlan> {
+) -> Result<Option<SyncPlan>> {
     let position_of = |id: usize| layout.schedule.iter().position(|&n| n == id);
     // Number of lowered nodes at schedule positions before `pos`.
     let lowered_before = |pos: usize| lowered_positions.partition_point(|&p| p < pos);
@@ -132,6 +132,20 @@ pub(super) fn plan_sync(
             continue;
         };
         let input = node.inputs[0];
+        // The result is written back into the input's storage: no one else may read it.
+        if let Some(other) = layout
+            .schedule
+            .iter()
+            .find(|&&n| n != id && graph.nodes[n].inputs.contains(&input))
+        {
+            return Err(GraphError::Invalid(format!(
+                "all_reduce in layer `{}`: its input is also read by {} in layer `{}`; reduce a \
+                 copy (the reduced values are written back into the input's buffer)",
+                node.scope,
+                graph.nodes[*other].op.name(),
+                graph.nodes[*other].scope
+            )));
+        }
         let produced_at = position_of(graph.producer(input)).unwrap_or(0);
         let output = node.outputs[0];
         let first_reader = layout.schedule[pos + 1..]
@@ -149,7 +163,7 @@ pub(super) fn plan_sync(
         });
     }
     if parts.is_empty() {
-        return None;
+        return Ok(None);
     }
     // Group by bucket, in the order buckets become ready (ties: first seen).
     // (bucket, its parts, ready, needed)
@@ -165,6 +179,12 @@ pub(super) fn plan_sync(
             None => groups.push((p.what, vec![(p.storage, p.bytes)], p.ready, p.needed)),
         }
     }
+    if let Some(g) = groups.iter().find(|g| g.3 < g.2) {
+        return Err(GraphError::Invalid(format!(
+            "all_reduce bucket {}: a value is read before the whole bucket is produced",
+            g.0.bucket
+        )));
+    }
     groups.sort_by_key(|g| g.2);
     let total = lowered_positions.len();
     let mut cuts: Vec<usize> = vec![0, total];
@@ -175,9 +195,12 @@ pub(super) fn plan_sync(
     cuts.sort_unstable();
     cuts.dedup();
     // Segment 0 is the empty range before the first dispatch (for a bucket ready at
-    // once); segment k ≥ 1 is `cuts[k-1]..cuts[k]`.
+    // once); segment k ≥ 1 is `cuts[k-1]..cuts[k]`; the last is empty again: it holds
+    // the copies of the fetched values, after every bucket's write-back (a bucket that
+    // nothing reads is needed there, so a fetch of its reduced value sees it).
     let segments: Vec<std::ops::Range<usize>> = std::iter::once(0..0)
         .chain(cuts.windows(2).map(|w| w[0]..w[1]))
+        .chain(std::iter::once(total..total))
         .collect();
     let buckets = groups
         .into_iter()
@@ -198,7 +221,7 @@ pub(super) fn plan_sync(
                 .enumerate()
                 .skip(ready_seg + 1)
                 .find(|(_, r)| r.start >= needed.max(ready))
-                .map_or(segments.len(), |(i, _)| i);
+                .map_or(segments.len() - 1, |(i, _)| i);
             BucketPlan {
                 what,
                 parts,
@@ -209,7 +232,7 @@ pub(super) fn plan_sync(
             }
         })
         .collect();
-    Some(SyncPlan { segments, buckets })
+    Ok(Some(SyncPlan { segments, buckets }))
 }
 
 impl Session {

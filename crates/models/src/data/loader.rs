@@ -51,6 +51,9 @@ pub struct Loader {
     prefetch: usize,
     /// `(rank, world)`: this loader yields shard `rank` of each global batch.
     shard: (usize, usize),
+    /// Shards of equal size, every rank at least one sample ([`Loader::sharded`]), or any
+    /// split ([`Loader::sharded_for_evaluation`]).
+    equal_shards: bool,
 }
 
 impl Loader {
@@ -72,6 +75,7 @@ impl Loader {
             augment: Augment::default(),
             prefetch: 2,
             shard: (0, 1),
+            equal_shards: true,
         })
     }
 
@@ -95,6 +99,20 @@ impl Loader {
             )));
         }
         self.shard = (rank, world);
+        self.equal_shards = true;
+        Ok(self)
+    }
+
+    /// Shard `rank` of `world` of every batch for evaluation, where only sums matter:
+    /// any batch size, every sample read by exactly one rank (a shard may be empty).
+    pub fn sharded_for_evaluation(mut self, rank: usize, world: usize) -> Result<Self> {
+        if world == 0 || rank >= world {
+            return Err(ModelError::Config(format!(
+                "rank {rank} is out of range for a world of {world}"
+            )));
+        }
+        self.shard = (rank, world);
+        self.equal_shards = false;
         Ok(self)
     }
 
@@ -128,7 +146,7 @@ impl Loader {
     pub fn batches_per_epoch(&self) -> usize {
         let all = self.dataset.len().div_ceil(self.batch);
         let world = self.shard.1;
-        if world > 1 && self.global_batch_len(all - 1) < world {
+        if world > 1 && self.equal_shards && self.global_batch_len(all - 1) < world {
             all - 1
         } else {
             all
