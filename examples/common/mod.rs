@@ -576,7 +576,7 @@ fn run_trainer(
     eval: &wgtrain::models::data::Loader,
 ) -> Result<Option<f32>> {
     let result = train_and_report(&mut trainer, name, flags, run, train, eval);
-    if let Err(e) = &result {
+    if let (Err(e), false) = (&result, trainer.stopped_together()) {
         trainer.abort(&format!("{e:#}"));
     }
     result

@@ -136,6 +136,9 @@ pub struct Trainer {
     /// Where this replica's steps went, and the images they trained on.
     comm_stats: ReplicaStats,
     images: usize,
+    /// The run stopped on a fault every replica saw at the same step (the loss and the
+    /// gradients are global): no replica needs to be told.
+    stopped_together: bool,
 }
 
 /// Called after every optimizer step with its number and loss.
@@ -261,6 +264,7 @@ impl Trainer {
             comm: comm_slot.take(),
             comm_stats: ReplicaStats::default(),
             images: 0,
+            stopped_together: false,
         })
     }
 
@@ -271,6 +275,12 @@ impl Trainer {
         if let Some(comm) = &self.comm {
             comm.abort(reason);
         }
+    }
+
+    /// Whether the last [`fit`](Self::fit) stopped on a fault every replica met at the
+    /// same step (a NaN/Inf loss or gradient), so that no replica needs aborting.
+    pub fn stopped_together(&self) -> bool {
+        self.stopped_together
     }
 
     /// This replica's rank (0 without a communicator).
@@ -368,7 +378,9 @@ impl Trainer {
         on_epoch: impl FnMut(&EpochRecord),
     ) -> Result<&[EpochRecord]> {
         if let Err(e) = self.fit_inner(train, eval, on_epoch) {
-            self.abort(&e.to_string());
+            if !self.stopped_together {
+                self.abort(&e.to_string());
+            }
             return Err(e);
         }
         Ok(&self.records)
@@ -457,6 +469,9 @@ impl Trainer {
             };
             self.images += batch.labels.len();
             if out.nonfinite_grads > 0 || !out.loss.is_finite() {
+                // The loss and the reduced gradients are the same on every replica, so all
+                // stop here together.
+                self.stopped_together = true;
                 return Err(self.fault(&out, &batch, epoch, lr));
             }
             self.position.steps += 1;

@@ -275,3 +275,51 @@ fn an_error_on_one_rank_ends_the_mpi_job() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A dataset of constant images with one NaN pixel in sample 5 (rank 0's shard of the
+/// first batch).
+struct OneNan;
+
+impl wgtrain_models::data::Dataset for OneNan {
+    fn len(&self) -> usize {
+        16
+    }
+    fn image_shape(&self) -> [usize; 3] {
+        [8, 8, 3]
+    }
+    fn classes(&self) -> usize {
+        4
+    }
+    fn sample(&self, index: usize, out: &mut [f32]) -> u32 {
+        out.fill(0.5);
+        if index == 5 {
+            out[7] = f32::NAN;
+        }
+        (index % 4) as u32
+    }
+}
+
+/// One rank of the NaN run: a NaN on rank 0's shard reaches every rank's reduced
+/// gradients, so all stop at the same step with the same error, and nothing is aborted.
+#[test]
+#[ignore = "run by a_nan_stops_every_rank_cleanly under mpirun"]
+fn mpi_nan_worker() {
+    let comm = MpiComm::init().unwrap();
+    let model = wgtrain_models::zoo::mlp([8, 8, 3], &[16], 4, 4).unwrap();
+    let mut trainer =
+        Trainer::distributed(device(), model, TrainConfig::new(1, 0.05), Box::new(comm)).unwrap();
+    let data = Loader::new(Arc::new(OneNan), 8).unwrap();
+    let err = trainer.fit(&data, None).unwrap_err().to_string();
+    assert!(err.contains("NaN/Inf at step 1"), "{err}");
+    assert!(trainer.stopped_together());
+}
+
+#[test]
+fn a_nan_stops_every_rank_cleanly() {
+    let (ok, text, _) = mpirun("mpi_nan_worker", &[], Duration::from_secs(120));
+    assert!(
+        ok,
+        "every rank should stop with the same error, no abort:\n{text}"
+    );
+    assert!(!text.contains("aborting"), "{text}");
+}

@@ -79,9 +79,15 @@ pub struct LocalComm {
 }
 
 impl LocalComm {
-    /// A group of `world` endpoints, rank `i` at index `i`, with the default timeout.
+    /// A group of `world` endpoints, rank `i` at index `i`, with the default timeout
+    /// ([`DEFAULT_TIMEOUT`], or `WGTRAIN_COMM_TIMEOUT` seconds from the environment).
     pub fn group(world: usize) -> Vec<LocalComm> {
-        Self::group_with_timeout(world, DEFAULT_TIMEOUT)
+        let timeout = std::env::var("WGTRAIN_COMM_TIMEOUT")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(DEFAULT_TIMEOUT, Duration::from_secs_f64);
+        Self::group_with_timeout(world, timeout)
     }
 
     /// [`group`](Self::group) where every wait gives up after `timeout`.
