@@ -99,6 +99,31 @@ pub struct TrainFlags {
     /// (SyncBatchNorm) instead of each replica's own
     #[arg(long)]
     pub sync_bn: bool,
+    /// Large-batch recipe (Goyal et al. 2017): `linear` scales the learning rate with the
+    /// global batch, lr = base-lr x batch-size / 256
+    #[arg(long, value_enum, value_name = "RULE")]
+    pub lr_scaling: Option<LrScaling>,
+    /// The learning rate for a batch of 256 that --lr-scaling scales [default: the
+    /// model's learning rate]
+    #[arg(long, value_name = "LR", value_parser = positive_f32, requires = "lr_scaling")]
+    pub base_lr: Option<f32>,
+    /// Gradual warmup over this many epochs, linearly from the base rate (with
+    /// --lr-scaling) or from near 0 to the learning rate
+    #[arg(long, value_name = "EPOCHS", default_value_t = 0.0)]
+    pub warmup_epochs: f32,
+    /// Start every residual block as the identity: the last batch norm's gamma = 0
+    #[arg(long)]
+    pub zero_init_residual: bool,
+    /// No weight decay on batch-norm and bias parameters
+    #[arg(long)]
+    pub no_bn_decay: bool,
+}
+
+/// How the learning rate follows the global batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LrScaling {
+    /// lr = base-lr x batch-size / 256
+    Linear,
 }
 
 fn parse_devices(s: &str) -> Result<DeviceSpec, String> {
@@ -308,6 +333,7 @@ pub fn cosine(lr: f32, epochs: usize, batches: usize) -> Schedule {
     Schedule {
         base_lr: lr,
         warmup: 0,
+        warmup_from: 0.0,
         decay: Decay::Cosine {
             total: (epochs * batches) as u32,
             min_lr: 0.0,
@@ -385,10 +411,34 @@ pub fn run(
     train: &wgtrain::models::data::Loader,
     eval: &wgtrain::models::data::Loader,
 ) -> Result<Option<f32>> {
+    let mut model = model;
+    if flags.zero_init_residual {
+        let names = model.zero_init_residual()?;
+        if names.is_empty() {
+            bail!(
+                "--zero-init-residual: {} has no residual blocks",
+                model.name
+            );
+        }
+        say(
+            "recipe",
+            format!(
+                "{} residual blocks start as the identity (last batch-norm gamma = 0)",
+                names.len()
+            ),
+        );
+    }
+    if flags.no_bn_decay {
+        say(
+            "recipe",
+            "no weight decay on batch-norm and bias parameters",
+        );
+    }
+    let schedule = recipe_schedule(flags, run.schedule, train)?;
     let name = model.name.clone();
     let config = TrainConfig {
         epochs: run.epochs,
-        schedule: run.schedule,
+        schedule,
         optimizer: run.optimizer,
         clip_grad_norm: None,
         seed: flags.seed,
@@ -401,6 +451,7 @@ pub fn run(
         debug_nonfinite: false,
         bucket_bytes: (flags.bucket_mb as f64 * 1048576.0) as u64,
         sync_bn: flags.sync_bn,
+        no_bn_decay: flags.no_bn_decay,
     };
     let replicas = if flags.distributed {
         Replicas::Mpi
@@ -468,6 +519,55 @@ pub fn run(
         }
         Replicas::Mpi => run_mpi(model, config, &name, flags, &run, train, eval),
     }
+}
+
+/// The example's schedule with the large-batch recipe's flags applied: linear scaling
+/// with the global batch, and gradual warmup.
+fn recipe_schedule(
+    flags: &TrainFlags,
+    mut schedule: Schedule,
+    train: &wgtrain::models::data::Loader,
+) -> Result<Schedule> {
+    if !(flags.warmup_epochs.is_finite() && flags.warmup_epochs >= 0.0) {
+        bail!(
+            "--warmup-epochs must be 0 or more, got {}",
+            flags.warmup_epochs
+        );
+    }
+    let batch = train.batch_size();
+    let base = flags.base_lr.unwrap_or(schedule.base_lr);
+    if flags.lr_scaling == Some(LrScaling::Linear) {
+        schedule.base_lr = base * batch as f32 / 256.0;
+        say(
+            "recipe",
+            format!(
+                "linear scaling: lr {base} x {batch}/256 = {}",
+                schedule.base_lr
+            ),
+        );
+    }
+    if flags.warmup_epochs > 0.0 {
+        let steps = (flags.warmup_epochs * train.batches_per_epoch() as f32).ceil() as u32;
+        schedule.warmup = steps.max(1);
+        schedule.warmup_from = match flags.lr_scaling {
+            Some(_) => base.min(schedule.base_lr),
+            None => 0.0,
+        };
+        if let Decay::Cosine { total, .. } = &mut schedule.decay {
+            *total = (*total).max(schedule.warmup + 1);
+        }
+        say(
+            "recipe",
+            format!(
+                "warmup over {} steps ({} epochs) from {} to {}",
+                schedule.warmup,
+                flags.warmup_epochs,
+                schedule.lr(0),
+                schedule.base_lr
+            ),
+        );
+    }
+    Ok(schedule)
 }
 
 /// Where the replicas run.

@@ -61,6 +61,9 @@ pub struct Variable {
     pub optimizer_state: bool,
     /// How the tensor is laid out, where that differs from PyTorch's layout.
     pub layout: Layout,
+    /// Updated without weight decay (batch-norm and bias parameters in the large-batch
+    /// recipe; see [`Graph::no_decay_on_norms_and_biases`]).
+    pub no_decay: bool,
     pub(crate) value: Value,
 }
 
@@ -236,6 +239,7 @@ impl Graph {
             trainable,
             optimizer_state: false,
             layout: Layout::Plain,
+            no_decay: false,
             value,
         });
         Ok(value)
@@ -305,6 +309,40 @@ impl Graph {
     /// The variable named `name`.
     pub fn variable_named(&self, name: &str) -> Option<&Variable> {
         self.variables.iter().find(|v| v.name == name)
+    }
+
+    /// Changes how the variable `name` is initialised (before a session is made).
+    pub fn set_init(&mut self, name: &str, init: Init) -> Result<()> {
+        let v = self
+            .variables
+            .iter_mut()
+            .find(|v| v.name == name)
+            .ok_or_else(|| GraphError::Param {
+                name: name.to_owned(),
+                message: "no such parameter or state".to_owned(),
+            })?;
+        v.init = init;
+        Ok(())
+    }
+
+    /// Exempts the batch-norm parameters (γ and β of every batch norm) and the biases
+    /// (`*.bias`) from weight decay, as in Goyal et al. 2017 (§5.1); call before
+    /// `minimize`. Returns their names.
+    pub fn no_decay_on_norms_and_biases(&mut self) -> Vec<String> {
+        let mut norm_params: Vec<Value> = Vec::new();
+        for node in &self.nodes {
+            if node.op.as_batch_norm().is_some() {
+                norm_params.extend([node.inputs[1], node.inputs[2]]);
+            }
+        }
+        let mut names = Vec::new();
+        for v in self.variables.iter_mut().filter(|v| v.trainable) {
+            if norm_params.contains(&v.value) || v.name.ends_with(".bias") || v.name == "bias" {
+                v.no_decay = true;
+                names.push(v.name.clone());
+            }
+        }
+        names
     }
 
     /// Number of trainable scalars.

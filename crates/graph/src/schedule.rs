@@ -13,10 +13,15 @@ pub enum Decay {
 }
 
 /// A base learning rate, a linear warmup over `warmup` steps, then a [`Decay`].
+///
+/// The warmup rises linearly to `base_lr`: from `warmup_from` at step 0 when that is
+/// positive (Goyal et al.'s gradual warmup from the small-batch rate to the scaled one),
+/// else from `base_lr / warmup` at step 0 to `base_lr` at step `warmup - 1`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Schedule {
     pub base_lr: f32,
     pub warmup: u32,
+    pub warmup_from: f32,
     pub decay: Decay,
 }
 
@@ -26,6 +31,7 @@ impl Schedule {
         Self {
             base_lr: lr,
             warmup: 0,
+            warmup_from: 0.0,
             decay: Decay::None,
         }
     }
@@ -33,7 +39,11 @@ impl Schedule {
     /// The learning rate for 0-based optimizer step `step`.
     pub fn lr(&self, step: u32) -> f32 {
         if step < self.warmup {
-            return self.base_lr * (step + 1) as f32 / self.warmup as f32;
+            let w = self.warmup as f32;
+            if self.warmup_from > 0.0 {
+                return self.warmup_from + (self.base_lr - self.warmup_from) * step as f32 / w;
+            }
+            return self.base_lr * (step + 1) as f32 / w;
         }
         let t = step - self.warmup;
         match self.decay {
@@ -55,11 +65,34 @@ impl Schedule {
 mod tests {
     use super::*;
 
+    /// Goyal et al.'s recipe: base 0.1 for batch 256, global batch 2048 → 0.8, warmup
+    /// over 5 epochs of 10 steps from 0.1, then ×0.1 every 30 steps.
+    #[test]
+    fn gradual_warmup_from_the_base_rate_to_the_scaled_one() {
+        let s = Schedule {
+            base_lr: 0.1 * 2048.0 / 256.0,
+            warmup: 50,
+            warmup_from: 0.1,
+            decay: Decay::Step {
+                every: 30,
+                gamma: 0.1,
+            },
+        };
+        for step in 0..50u32 {
+            let want = 0.1 + (0.8 - 0.1) * step as f32 / 50.0;
+            assert!((s.lr(step) - want).abs() < 1e-6, "step {step}");
+        }
+        assert!((s.lr(50) - 0.8).abs() < 1e-6);
+        assert!((s.lr(79) - 0.8).abs() < 1e-6);
+        assert!((s.lr(80) - 0.08).abs() < 1e-6);
+    }
+
     #[test]
     fn warmup_then_step_decay() {
         let s = Schedule {
             base_lr: 0.1,
             warmup: 4,
+            warmup_from: 0.0,
             decay: Decay::Step {
                 every: 10,
                 gamma: 0.5,
@@ -77,6 +110,7 @@ mod tests {
         let s = Schedule {
             base_lr: 1.0,
             warmup: 0,
+            warmup_from: 0.0,
             decay: Decay::Cosine {
                 total: 100,
                 min_lr: 0.01,

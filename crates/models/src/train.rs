@@ -55,6 +55,8 @@ pub struct TrainConfig {
     /// Data-parallel runs: batch norm with the statistics of the global batch (PyTorch's
     /// `SyncBatchNorm`) instead of each replica's own.
     pub sync_bn: bool,
+    /// No weight decay on batch-norm and bias parameters (the large-batch recipe).
+    pub no_bn_decay: bool,
 }
 
 impl TrainConfig {
@@ -75,6 +77,7 @@ impl TrainConfig {
             debug_nonfinite: false,
             bucket_bytes: wgtrain_parallel::DEFAULT_BUCKET_BYTES,
             sync_bn: false,
+            no_bn_decay: false,
         }
     }
 }
@@ -210,6 +213,9 @@ impl Trainer {
             ..
         } = model;
         let comm = comm_slot.as_deref();
+        if config.no_bn_decay {
+            graph.no_decay_on_norms_and_biases();
+        }
         let training = match comm {
             Some(_) => graph.minimize_synced(
                 loss,

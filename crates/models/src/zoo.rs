@@ -31,6 +31,40 @@ pub struct Model {
 }
 
 impl Model {
+    /// Starts every residual block as the identity on its main path: the γ (`weight`) of
+    /// the last batch norm in each block (`bn2` of a basic block, `bn3` of a bottleneck)
+    /// is initialised to 0, as Goyal et al. 2017 (§5.1) and torchvision's
+    /// `zero_init_residual`. Returns the names set. A model without residual blocks is
+    /// left as it is (an empty list).
+    pub fn zero_init_residual(&mut self) -> Result<Vec<String>> {
+        // Block prefixes (`layer2.0`) and the highest batch-norm index in each.
+        let mut last: Vec<(String, u32)> = Vec::new();
+        for v in self.graph.variables() {
+            let Some(rest) = v.name.strip_suffix(".weight") else {
+                continue;
+            };
+            let Some((block, bn)) = rest.rsplit_once(".bn") else {
+                continue;
+            };
+            let (Ok(index), true) = (bn.parse::<u32>(), block.starts_with("layer")) else {
+                continue;
+            };
+            match last.iter_mut().find(|(b, _)| b == block) {
+                Some(entry) => entry.1 = entry.1.max(index),
+                None => last.push((block.to_owned(), index)),
+            }
+        }
+        let names: Vec<String> = last
+            .into_iter()
+            .map(|(block, bn)| format!("{block}.bn{bn}.weight"))
+            .collect();
+        for name in &names {
+            self.graph
+                .set_init(name, wgtrain_graph::Init::Constant(0.0))?;
+        }
+        Ok(names)
+    }
+
     /// This model with every batch norm synchronised across data-parallel replicas
     /// (statistics of the global batch; see
     /// [`Graph::with_sync_batch_norm`](wgtrain_graph::Graph::with_sync_batch_norm)).

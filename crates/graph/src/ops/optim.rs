@@ -57,6 +57,36 @@ impl Optimizer {
         }
     }
 
+    /// This optimizer without weight decay.
+    pub fn without_weight_decay(self) -> Self {
+        match self {
+            Optimizer::Sgd {
+                momentum,
+                dampening,
+                nesterov,
+                ..
+            } => Optimizer::Sgd {
+                momentum,
+                dampening,
+                weight_decay: 0.0,
+                nesterov,
+            },
+            Optimizer::Adam {
+                beta1,
+                beta2,
+                eps,
+                decoupled,
+                ..
+            } => Optimizer::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay: 0.0,
+                decoupled,
+            },
+        }
+    }
+
     /// Adam with PyTorch's defaults.
     pub fn adam() -> Self {
         Optimizer::Adam {
@@ -322,9 +352,13 @@ impl Graph {
         }
         let mut updates = Vec::with_capacity(applied.len());
         for (slot, &(var, grad)) in applied.iter().enumerate() {
-            let (name, ty, param) = {
+            let (name, ty, param, no_decay) = {
                 let v = &self.variables[var];
-                (v.name.clone(), v.ty.clone(), v.value)
+                (v.name.clone(), v.ty.clone(), v.value, v.no_decay)
+            };
+            let optimizer = match no_decay {
+                true => optimizer.without_weight_decay(),
+                false => optimizer,
             };
             let mut inputs = vec![param, grad];
             let state_names: &[&str] = match optimizer {
