@@ -1,8 +1,9 @@
 //! Measures synchronous data parallelism on this machine: a CIFAR ResNet (or an MLP) at a
 //! fixed batch per replica, on 1, 2 and 4 replicas (threads, one device each, on the
 //! adapters `--devices` names), and prints a Markdown table of where a step's time goes:
-//! GPU compute and update, copying gradient buckets out, the all-reduce (and the part of
-//! it not hidden behind backward), writing them back, and the bytes each replica moves.
+//! forward and backward, copying gradient buckets out, the all-reduce (and the part of it
+//! not hidden behind backward), writing them back, the optimizer update, and the bytes
+//! each replica moves.
 //!
 //! ```text
 //! cargo run --release --example data_parallel_scaling -- --adapter 0 --replicas 1,2,4
@@ -83,10 +84,10 @@ fn run(cli: Cli) -> Result<()> {
     );
     println!();
     println!(
-        "| replicas | step ms | compute+update ms | copy-out ms | all-reduce ms | exposed ms | \
-         write-back ms | metrics ms | MiB/step/replica | overlapped | img/s (all) | vs 1 |"
+        "| replicas | step ms | compute ms | copy-out ms | all-reduce ms | exposed ms | \
+         write-back ms | update ms | metrics ms | MiB/step/replica | overlapped | img/s (all) | vs 1 |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut base = None;
     for &k in &cli.replicas {
         let spec = DeviceSpec::List(vec![cli.adapter.clone(); k]);
@@ -97,13 +98,14 @@ fn run(cli: Cli) -> Result<()> {
         let rate = (k * cli.batch) as f64 / (stats.step_s / n);
         let per_replica = *base.get_or_insert(rate);
         println!(
-            "| {k} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0}% | {:.0} | {:.2}x |",
+            "| {k} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0}% | {:.0} | {:.2}x |",
             ms(stats.step_s),
             ms(stats.compute_s()),
             ms(stats.sync.copy_out_s),
             ms(stats.sync.reduce_s),
             ms(stats.sync.exposed_s),
             ms(stats.sync.copy_in_s),
+            ms(stats.sync.update_s),
             ms(stats.metrics_s),
             stats.sync.bytes as f64 / n / 1048576.0,
             100.0 * stats.sync.overlapped(),

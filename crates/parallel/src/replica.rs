@@ -33,13 +33,14 @@ impl ReplicaStats {
         self.metrics_s += other.metrics_s;
     }
 
-    /// The step time not spent exchanging gradients or metrics: GPU compute and the
-    /// update (waits for the GPU included), plus the host's share of the run.
+    /// The step time not spent exchanging gradients or metrics, nor in the update:
+    /// forward and backward on the GPU (waits for it included), plus the host's share.
     pub fn compute_s(&self) -> f64 {
         (self.step_s
             - self.sync.copy_out_s
             - self.sync.exposed_s
             - self.sync.copy_in_s
+            - self.sync.update_s
             - self.metrics_s)
             .max(0.0)
     }

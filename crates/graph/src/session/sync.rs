@@ -29,7 +29,7 @@ use crate::error::{GraphError, Result};
 use crate::graph::Graph;
 use crate::op::{Mode, StepInfo};
 use crate::ops::optim::Training;
-use crate::ops::sync::HostReduce;
+use crate::ops::sync::{HostReduce, Reduction};
 use crate::plan::{Layout, Storage};
 use crate::tensor::Value;
 use crate::train::StepOutput;
@@ -58,6 +58,9 @@ pub struct SyncStats {
     pub exposed_s: f64,
     /// Writing reduced values back (host → GPU queue).
     pub copy_in_s: f64,
+    /// From the submission of the segment that first reads the reduced gradients (the
+    /// optimizer updates) to the end of the run: the update, on an idle GPU.
+    pub update_s: f64,
 }
 
 impl SyncStats {
@@ -81,6 +84,7 @@ impl SyncStats {
         self.reduce_s += other.reduce_s;
         self.exposed_s += other.exposed_s;
         self.copy_in_s += other.copy_in_s;
+        self.update_s += other.update_s;
     }
 }
 
@@ -105,6 +109,9 @@ pub(super) struct SyncPlan {
     /// Ranges of `Plan::lowered`, in order; together they cover it.
     segments: Vec<std::ops::Range<usize>>,
     buckets: Vec<BucketPlan>,
+    /// The segment where the updates start: the latest that a gradient bucket is needed
+    /// by (`None` without gradient buckets).
+    update_segment: Option<usize>,
 }
 
 /// Plans the cuts of a run, or `None` when its graph has no host reduction in the
@@ -202,7 +209,7 @@ pub(super) fn plan_sync(
         .chain(cuts.windows(2).map(|w| w[0]..w[1]))
         .chain(std::iter::once(total..total))
         .collect();
-    let buckets = groups
+    let buckets: Vec<BucketPlan> = groups
         .into_iter()
         .map(|(what, parts, ready, needed)| {
             let bytes: u64 = parts.iter().map(|p| p.1).sum();
@@ -232,7 +239,16 @@ pub(super) fn plan_sync(
             }
         })
         .collect();
-    Ok(Some(SyncPlan { segments, buckets }))
+    let update_segment = buckets
+        .iter()
+        .filter(|b| b.what.reduction == Reduction::BatchMean)
+        .map(|b| b.needed)
+        .max();
+    Ok(Some(SyncPlan {
+        segments,
+        buckets,
+        update_segment,
+    }))
 }
 
 impl Session {
@@ -297,8 +313,11 @@ impl Session {
                 sync.buckets[b].staging.unmap();
             }
         }
-        let stats = result?;
+        let (mut stats, update_start) = result?;
         let fetched = self.read_fetched(plan)?;
+        if let Some(start) = update_start {
+            stats.update_s = start.elapsed().as_secs_f64();
+        }
         Ok((fetched, stats))
     }
 
@@ -309,9 +328,10 @@ impl Session {
         sync: &SyncPlan,
         reduce: &mut Reducer<'_>,
         pending: &mut Pending,
-    ) -> Result<SyncStats> {
+    ) -> Result<(SyncStats, Option<Instant>)> {
         let gpu = &self.gpu;
         let mut stats = SyncStats::default();
+        let mut update_start = None;
         let last = sync.segments.len() - 1;
         for (s, range) in sync.segments.iter().enumerate() {
             // Reduce (oldest first) until nothing this segment reads is outstanding.
@@ -361,6 +381,9 @@ impl Session {
             if s == last {
                 self.copy_fetched(plan, &mut encoder);
             }
+            if sync.update_segment == Some(s) {
+                update_start = Some(Instant::now());
+            }
             let index = gpu.submit(encoder);
             stats.submissions += 1;
             for &b in &ready {
@@ -383,7 +406,7 @@ impl Session {
         while let Some((b, _, index)) = pending.pop_front() {
             self.finish_bucket(plan, &sync.buckets[b], index, true, reduce, &mut stats)?;
         }
-        Ok(stats)
+        Ok((stats, update_start))
     }
 
     /// Reads bucket `bucket` back once its copy (in submission `index`) is done, hands it
