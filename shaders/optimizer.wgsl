@@ -15,6 +15,14 @@
 //   sgd_momentum: sp uniform SgdParams, param (read_write), grad (read), buf (read_write)
 //   adam:         ap uniform AdamParams, param (read_write), grad (read),
 //                 exp_avg (read_write), exp_avg_sq (read_write)
+//   dc_asgd        a parameter server's update for one worker's pushed gradient
+//                  (Zheng et al. 2017, delay-compensated ASGD): with w_bak the copy of the
+//                  weights that worker last pulled,
+//                  w -= lr · (g + lambda · g · g · (w - w_bak))   (lambda = 0: plain ASGD);
+//                  with ADAPTIVE (DC-ASGD-a) first ms = m · ms + (1 - m) · g² and
+//                  lambda = lambda0 / sqrt(ms + eps), element-wise
+//   dc_asgd:      dp uniform DcParams, param (read_write), grad (read), backup (read),
+//                 ms (read_write; a placeholder unless ADAPTIVE)
 // With COUNT_NONFINITE, each entry also counts the NaN and ±Inf elements of `grad` (as it
 // was computed, before weight decay) into counts[nonfinite_slot] (atomic u32, the binding
 // after the last tensor: 3 for sgd, 4 for sgd_momentum, 5 for adam; finite.wgsl's test on
@@ -56,13 +64,27 @@ struct AdamParams {
     _pad2: u32,
 }
 
+struct DcParams {
+    count: u32,
+    lr: f32,
+    lambda: f32,
+    ms_momentum: f32,
+    eps: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
 @group(0) @binding(0) var<uniform> sp: SgdParams;
+@group(0) @binding(0) var<uniform> dp: DcParams;
 @group(0) @binding(0) var<uniform> ap: AdamParams;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> buf: array<f32>;
 @group(0) @binding(3) var<storage, read_write> exp_avg: array<f32>;
 @group(0) @binding(4) var<storage, read_write> exp_avg_sq: array<f32>;
+@group(0) @binding(3) var<storage, read> backup: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ms: array<f32>;
 
 @group(0) @binding(3) var<storage, read_write> counts_sgd: array<atomic<u32>>;
 @group(0) @binding(4) var<storage, read_write> counts_momentum: array<atomic<u32>>;
@@ -72,6 +94,7 @@ override WG: u32 = 256u;
 override NESTEROV: bool = false;
 override DECOUPLED: bool = false;
 override COUNT_NONFINITE: bool = false;
+override ADAPTIVE: bool = false;
 
 const EXPONENT: u32 = 0x7f800000u;
 
@@ -160,4 +183,25 @@ fn adam(
     // param -= (lr / bc1) · (m / denom).
     let denom = sqrt(v) / ap.bias_correction2_sqrt + ap.eps;
     param[i] = w - (ap.lr / ap.bias_correction1) * (m / denom);
+}
+
+@compute @workgroup_size(WG)
+fn dc_asgd(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let i = linear(wid, nwg, lid);
+    if (i >= dp.count) {
+        return;
+    }
+    let g = grad[i];
+    var lambda = dp.lambda;
+    if (ADAPTIVE) {
+        let m = fma(dp.ms_momentum, ms[i], (1.0 - dp.ms_momentum) * g * g);
+        ms[i] = m;
+        lambda = dp.lambda / sqrt(m + dp.eps);
+    }
+    let w = param[i];
+    param[i] = w - dp.lr * fma(lambda * g * g, w - backup[i], g);
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use wgtrain_device::kernels::optimizer::{Adam, Sgd};
+use wgtrain_device::kernels::optimizer::{Adam, DcAsgd, Sgd};
 use wgtrain_device::reference::optimizer as reference;
 
 const STEPS: u32 = 5;
@@ -346,4 +346,110 @@ fn updates_count_nonfinite_gradient_elements() {
             .prepare_counting(gpu(), &a, &g_clean, None, Some(&counts))
             .is_err()
     );
+}
+
+/// One DC-ASGD update on the GPU: `param` after it (and `ms` when adaptive).
+fn run_dc(
+    p: &DcAsgd,
+    param: &[f32],
+    grad: &[f32],
+    backup: &[f32],
+    ms: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let (w, g, b, m) = (upload(param), upload(grad), upload(backup), upload(ms));
+    let d = p
+        .prepare(gpu(), &w, &g, &b, p.adaptive.map(|_| &*m))
+        .unwrap();
+    run(&[&d]);
+    (download(&w, param.len()), download(&m, ms.len()))
+}
+
+/// Hand-computed steps, with w = [1, −2], g = [0.5, 1], w_bak = [0.5, −1], lr 0.1:
+/// DC-ASGD-c, λ = 2: g + λ·g²·(w − w_bak) = [0.5 + 2·0.25·0.5, 1 + 2·1·(−1)] = [0.75, −1],
+/// so w = [1 − 0.075, −2 + 0.1] = [0.925, −1.9].
+/// DC-ASGD-a, λ0 = 2, m = 0.95, eps = 1e-7, ms = 0: ms = 0.05·g² = [0.0125, 0.05],
+/// λ = 2/√(ms + eps) = [17.888536, 8.944263], the bracket [2.736067, −7.944263], so
+/// w = [0.7263933, −1.2055737].
+#[test]
+fn dc_asgd_hand_computed_steps() {
+    let (w, g, b) = ([1.0f32, -2.0], [0.5f32, 1.0], [0.5f32, -1.0]);
+    let c = DcAsgd {
+        count: 2,
+        lr: 0.1,
+        lambda: 2.0,
+        adaptive: None,
+    };
+    let (got, _) = run_dc(&c, &w, &g, &b, &[0.0; 2]);
+    assert_close("dc-asgd-c", &got, &[0.925, -1.9], 1e-6, 1e-6);
+    let a = DcAsgd {
+        adaptive: Some((0.95, 1e-7)),
+        ..c
+    };
+    let (got, ms) = run_dc(&a, &w, &g, &b, &[0.0; 2]);
+    assert_close("dc-asgd-a ms", &ms, &[0.0125, 0.05], 1e-6, 1e-6);
+    assert_close("dc-asgd-a", &got, &[0.7263933, -1.2055737], 1e-6, 1e-6);
+}
+
+/// λ = 0 is plain asynchronous SGD: the same bits as the SGD kernel.
+#[test]
+fn dc_asgd_without_compensation_is_sgd() {
+    let mut rng = Rng::new(5);
+    let n = 1031;
+    let (w, g, b) = (rng.vec(n), rng.vec(n), rng.vec(n));
+    let dc = DcAsgd {
+        count: n as u32,
+        lr: 0.07,
+        lambda: 0.0,
+        adaptive: None,
+    };
+    let (got, _) = run_dc(&dc, &w, &g, &b, &[0.0; 1]);
+    let (param, grad) = (upload(&w), upload(&g));
+    let sgd = Sgd::new(n as u32, 0.07)
+        .prepare(gpu(), &param, &grad, None)
+        .unwrap();
+    run(&[&sgd]);
+    assert_eq!(got, download(&param, n));
+}
+
+/// Both variants against the f64 reference over several pushes with changing backups,
+/// on a length that is no multiple of the workgroup.
+#[test]
+fn dc_asgd_matches_reference_over_pushes() {
+    for adaptive in [None, Some((0.95f32, 1e-7f32))] {
+        let mut rng = Rng::new(11);
+        let n = 4099;
+        let p = DcAsgd {
+            count: n as u32,
+            lr: 0.05,
+            lambda: 0.8,
+            adaptive,
+        };
+        let mut w = rng.vec(n);
+        let mut ms = vec![0.0f32; n];
+        let (mut want_w, mut want_ms) = (widen(&w), vec![0.0f64; n]);
+        for _ in 0..4 {
+            let (g, b) = (rng.vec(n), rng.vec(n));
+            let (got_w, got_ms) = run_dc(&p, &w, &g, &b, &ms);
+            reference::dc_asgd_step(&p, &mut want_w, &g, &b, &mut want_ms);
+            assert_close("dc-asgd w", &got_w, &narrow(&want_w), 1e-5, 1e-5);
+            if adaptive.is_some() {
+                assert_close("dc-asgd ms", &got_ms, &narrow(&want_ms), 1e-5, 1e-6);
+            }
+            (w, ms) = (got_w, got_ms);
+            want_w = widen(&w);
+            want_ms = widen(&ms);
+        }
+    }
+    let bad = DcAsgd {
+        count: 4,
+        lr: 0.1,
+        lambda: -1.0,
+        adaptive: None,
+    };
+    let x = upload(&[0.0; 4]);
+    let err = bad
+        .prepare(gpu(), &x, &x, &x, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("invalid lambda"), "{err}");
 }

@@ -34,6 +34,107 @@ use crate::pipeline::{Dispatch, DispatchBuilder, grid_1d};
 use crate::shaders;
 
 const KERNEL: &str = "optimizer";
+
+/// A parameter server's update for one worker's pushed gradient: asynchronous SGD with
+/// delay compensation (Zheng et al., ICML 2017). With `w_bak` the copy of the weights
+/// the pushing worker last pulled:
+///
+/// - `w -= lr · (g + λ · g ⊙ g ⊙ (w − w_bak))` (DC-ASGD-c; `λ = 0` is plain ASGD);
+/// - with `adaptive = Some((m, eps))` (DC-ASGD-a), first `ms = m · ms + (1 − m) · g ⊙ g`,
+///   and `λ` becomes `λ0 / sqrt(ms + eps)` element-wise.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DcAsgd {
+    pub count: u32,
+    pub lr: f32,
+    /// `λ` (DC-ASGD-c) or `λ0` (DC-ASGD-a).
+    pub lambda: f32,
+    /// `(m, eps)` of the mean square for DC-ASGD-a (the paper's defaults: 0.95, 1e-7).
+    pub adaptive: Option<(f32, f32)>,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct DcParams {
+    count: u32,
+    lr: f32,
+    lambda: f32,
+    ms_momentum: f32,
+    eps: f32,
+    pad: [u32; 3],
+}
+
+impl DcAsgd {
+    fn check(&self, lr: f32) -> Result<()> {
+        check_count(self.count, "DC-ASGD")?;
+        check_lr(lr, "DC-ASGD")?;
+        ensure(
+            self.lambda >= 0.0 && self.lambda.is_finite(),
+            KERNEL,
+            || {
+                format!(
+                    "DC-ASGD: invalid lambda {} (must be finite and >= 0)",
+                    self.lambda
+                )
+            },
+        )?;
+        if let Some((m, eps)) = self.adaptive {
+            ensure(
+                (0.0..1.0).contains(&m) && eps > 0.0 && eps.is_finite(),
+                KERNEL,
+                || {
+                    format!(
+                        "DC-ASGD-a: the mean square needs 0 <= m < 1 and eps > 0, got m {m} eps {eps}"
+                    )
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    fn params(&self, lr: f32) -> Result<DcParams> {
+        self.check(lr)?;
+        let (ms_momentum, eps) = self.adaptive.unwrap_or((0.0, 1.0));
+        Ok(DcParams {
+            count: self.count,
+            lr,
+            lambda: self.lambda,
+            ms_momentum,
+            eps,
+            pad: [0; 3],
+        })
+    }
+
+    /// The in-place update of `param` from `grad` and the pushing worker's `backup`
+    /// (and the mean square `ms`, required exactly when adaptive), at `self.lr`.
+    pub fn prepare(
+        &self,
+        gpu: &Gpu,
+        param: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+        backup: &wgpu::Buffer,
+        ms: Option<&wgpu::Buffer>,
+    ) -> Result<Dispatch> {
+        let params = self.params(self.lr)?;
+        ensure(self.adaptive.is_some() == ms.is_some(), KERNEL, || {
+            "DC-ASGD: a mean-square buffer is needed exactly for the adaptive variant".to_owned()
+        })?;
+        let n = self.count as u64;
+        DispatchBuilder::new(gpu, shaders::OPTIMIZER, "dc_asgd")
+            .constant("WG", WG)
+            .flag("ADAPTIVE", self.adaptive.is_some())
+            .params(&params)
+            .write("param", param, n)
+            .read("grad", grad, n)
+            .read("backup", backup, n)
+            .write_opt("ms", ms, n)
+            .build(grid(gpu, self.count))
+    }
+
+    /// Sets `dispatch` (from [`DcAsgd::prepare`]) to learning rate `lr`.
+    pub fn write_lr(&self, gpu: &Gpu, dispatch: &Dispatch, lr: f32) -> Result<()> {
+        write_uniform(gpu, dispatch, bytemuck::bytes_of(&self.params(lr)?))
+    }
+}
 /// Invocations per workgroup.
 const WG: u32 = 256;
 

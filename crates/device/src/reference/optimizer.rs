@@ -63,3 +63,25 @@ pub fn adam_step(
         param[i] -= step_size * exp_avg[i] / denom;
     }
 }
+
+/// [`DcAsgd`](crate::kernels::optimizer::DcAsgd)'s update in f64: `param` (and `ms` when
+/// adaptive) in place.
+pub fn dc_asgd_step(
+    p: &crate::kernels::optimizer::DcAsgd,
+    param: &mut [f64],
+    grad: &[f32],
+    backup: &[f32],
+    ms: &mut [f64],
+) {
+    for i in 0..param.len() {
+        let g = grad[i] as f64;
+        let lambda = match p.adaptive {
+            Some((m, eps)) => {
+                ms[i] = m as f64 * ms[i] + (1.0 - m as f64) * g * g;
+                p.lambda as f64 / (ms[i] + eps as f64).sqrt()
+            }
+            None => p.lambda as f64,
+        };
+        param[i] -= p.lr as f64 * (g + lambda * g * g * (param[i] - backup[i] as f64));
+    }
+}
