@@ -403,13 +403,7 @@ impl BatchNorm {
         let partial_elems = 2 * self.chunking().chunks as u64 * c;
         let partials = b.scratch;
         Ok(vec![
-            Self::builder(gpu, "backward_partials", &params)
-                .read("x", b.x, m)
-                .read("save_mean", b.save_mean, c)
-                .read("save_invstd", b.save_invstd, c)
-                .read("dy", b.dy, m)
-                .write("partials", partials, partial_elems)
-                .build(Self::grid(gpu, partial_elems / 2))?,
+            self.backward_partials(gpu, &params, b)?,
             Self::builder(gpu, "backward_finalize", &params)
                 .read("partials", partials, partial_elems)
                 .write("dgamma", b.dgamma, c)
@@ -427,6 +421,25 @@ impl BatchNorm {
                 .write("dx", b.dx, m)
                 .build(Self::grid(gpu, m))?,
         ])
+    }
+
+    /// The backward's column sums of `dy` and `dy · xhat`, per chunk, into `b.scratch`
+    /// (`[2, chunks, C]`): the first pass of both backwards.
+    fn backward_partials(
+        &self,
+        gpu: &Gpu,
+        params: &Params,
+        b: &BatchNormBackwardBuffers<'_>,
+    ) -> Result<Dispatch> {
+        let (m, c) = (self.len(), self.c as u64);
+        let partial_elems = 2 * self.chunking().chunks as u64 * c;
+        Self::builder(gpu, "backward_partials", params)
+            .read("x", b.x, m)
+            .read("save_mean", b.save_mean, c)
+            .read("save_invstd", b.save_invstd, c)
+            .read("dy", b.dy, m)
+            .write("partials", b.scratch, partial_elems)
+            .build(Self::grid(gpu, partial_elems / 2))
     }
 
     /// [`prepare_backward_with_scratch`](Self::prepare_backward_with_scratch) with a
@@ -539,16 +552,10 @@ impl BatchNorm {
     ) -> Result<Vec<Dispatch>> {
         let count = self.check()?;
         let (params, _) = self.params(count);
-        let (m, c) = (self.len(), self.c as u64);
+        let c = self.c as u64;
         let partial_elems = 2 * self.chunking().chunks as u64 * c;
         Ok(vec![
-            Self::builder(gpu, "backward_partials", &params)
-                .read("x", b.x, m)
-                .read("save_mean", b.save_mean, c)
-                .read("save_invstd", b.save_invstd, c)
-                .read("dy", b.dy, m)
-                .write("partials", b.scratch, partial_elems)
-                .build(Self::grid(gpu, partial_elems / 2))?,
+            self.backward_partials(gpu, &params, b)?,
             Self::builder(gpu, "backward_finalize_sync", &params)
                 .read("partials", b.scratch, partial_elems)
                 .write("dgamma", b.dgamma, c)

@@ -112,6 +112,8 @@ pub(super) struct SyncPlan {
     /// The segment where the updates start: the latest that a gradient bucket is needed
     /// by (`None` without gradient buckets).
     update_segment: Option<usize>,
+    /// Per segment, the buckets it makes ready (copied out at its end).
+    ready_in: Vec<Vec<usize>>,
 }
 
 /// Plans the cuts of a run, or `None` when its graph has no host reduction in the
@@ -244,10 +246,15 @@ pub(super) fn plan_sync(
         .filter(|b| b.what.reduction == Reduction::BatchMean)
         .map(|b| b.needed)
         .max();
+    let mut ready_in = vec![Vec::new(); segments.len()];
+    for (b, bucket) in buckets.iter().enumerate() {
+        ready_in[bucket.ready].push(b);
+    }
     Ok(Some(SyncPlan {
         segments,
         buckets,
         update_segment,
+        ready_in,
     }))
 }
 
@@ -353,9 +360,7 @@ impl Session {
                     }
                 }
             }
-            let ready: Vec<usize> = (0..sync.buckets.len())
-                .filter(|&b| sync.buckets[b].ready == s)
-                .collect();
+            let ready = &sync.ready_in[s];
             if range.is_empty() && ready.is_empty() && s != last {
                 continue;
             }
@@ -369,7 +374,7 @@ impl Session {
                         .flat_map(|(_, d, _)| d.iter()),
                 );
             }
-            for &b in &ready {
+            for &b in ready {
                 let bucket = &sync.buckets[b];
                 let mut offset = 0;
                 for &(storage, bytes) in &bucket.parts {
@@ -386,7 +391,7 @@ impl Session {
             }
             let index = gpu.submit(encoder);
             stats.submissions += 1;
-            for &b in &ready {
+            for &b in ready {
                 sync.buckets[b]
                     .staging
                     .slice(..)

@@ -85,34 +85,32 @@ impl Loader {
     /// exactly as the unsharded loader would. The batch size must be a multiple of
     /// `world`; a last batch smaller than `world` is dropped (every rank needs at least
     /// one sample).
-    pub fn sharded(mut self, rank: usize, world: usize) -> Result<Self> {
-        if world == 0 || rank >= world {
-            return Err(ModelError::Config(format!(
-                "rank {rank} is out of range for a world of {world}"
-            )));
-        }
-        if self.batch % world != 0 {
+    pub fn sharded(self, rank: usize, world: usize) -> Result<Self> {
+        let sharded = self.with_shard(rank, world, true)?;
+        if sharded.batch % world != 0 {
             return Err(ModelError::Config(format!(
                 "the batch size {} is not a multiple of the world size {world} (each of the \
                  {world} replicas takes an equal share of every batch)",
-                self.batch
+                sharded.batch
             )));
         }
-        self.shard = (rank, world);
-        self.equal_shards = true;
-        Ok(self)
+        Ok(sharded)
     }
 
     /// Shard `rank` of `world` of every batch for evaluation, where only sums matter:
     /// any batch size, every sample read by exactly one rank (a shard may be empty).
-    pub fn sharded_for_evaluation(mut self, rank: usize, world: usize) -> Result<Self> {
+    pub fn sharded_for_evaluation(self, rank: usize, world: usize) -> Result<Self> {
+        self.with_shard(rank, world, false)
+    }
+
+    fn with_shard(mut self, rank: usize, world: usize, equal: bool) -> Result<Self> {
         if world == 0 || rank >= world {
             return Err(ModelError::Config(format!(
                 "rank {rank} is out of range for a world of {world}"
             )));
         }
         self.shard = (rank, world);
-        self.equal_shards = false;
+        self.equal_shards = equal;
         Ok(self)
     }
 
