@@ -18,11 +18,15 @@
 //   dc_asgd        a parameter server's update for one worker's pushed gradient
 //                  (Zheng et al. 2017, delay-compensated ASGD): with w_bak the copy of the
 //                  weights that worker last pulled,
-//                  w -= lr · (g + lambda · g · g · (w - w_bak))   (lambda = 0: plain ASGD);
-//                  with ADAPTIVE (DC-ASGD-a) first ms = m · ms + (1 - m) · g² and
-//                  lambda = lambda0 / sqrt(ms + eps), element-wise
+//                  d = g + lambda · g · g · (w - w_bak) + weight_decay · w
+//                  (lambda = 0: plain ASGD); with ADAPTIVE (DC-ASGD-a) first
+//                  ms = m · ms + (1 - m) · g² and lambda = lambda0 / sqrt(ms + eps),
+//                  element-wise; with MOMENTUM, vel = momentum · vel + d (vel starts at
+//                  zero, so step 1 gives vel = d as PyTorch's first step), then
+//                  d = d + momentum · vel (NESTEROV) or d = vel; finally w -= lr · d
 //   dc_asgd:      dp uniform DcParams, param (read_write), grad (read), backup (read),
-//                 ms (read_write; a placeholder unless ADAPTIVE)
+//                 ms (read_write; a placeholder unless ADAPTIVE), vel (read_write; a
+//                 placeholder unless MOMENTUM)
 // With COUNT_NONFINITE, each entry also counts the NaN and ±Inf elements of `grad` (as it
 // was computed, before weight decay) into counts[nonfinite_slot] (atomic u32, the binding
 // after the last tensor: 3 for sgd, 4 for sgd_momentum, 5 for adam; finite.wgsl's test on
@@ -70,9 +74,9 @@ struct DcParams {
     lambda: f32,
     ms_momentum: f32,
     eps: f32,
+    momentum: f32,
+    weight_decay: f32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> sp: SgdParams;
@@ -85,6 +89,7 @@ struct DcParams {
 @group(0) @binding(4) var<storage, read_write> exp_avg_sq: array<f32>;
 @group(0) @binding(3) var<storage, read> backup: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ms: array<f32>;
+@group(0) @binding(5) var<storage, read_write> vel: array<f32>;
 
 @group(0) @binding(3) var<storage, read_write> counts_sgd: array<atomic<u32>>;
 @group(0) @binding(4) var<storage, read_write> counts_momentum: array<atomic<u32>>;
@@ -95,6 +100,7 @@ override NESTEROV: bool = false;
 override DECOUPLED: bool = false;
 override COUNT_NONFINITE: bool = false;
 override ADAPTIVE: bool = false;
+override MOMENTUM: bool = false;
 
 const EXPONENT: u32 = 0x7f800000u;
 
@@ -203,5 +209,15 @@ fn dc_asgd(
         lambda = dp.lambda / sqrt(m + dp.eps);
     }
     let w = param[i];
-    param[i] = w - dp.lr * fma(lambda * g * g, w - backup[i], g);
+    var d = fma(lambda * g * g, w - backup[i], g) + dp.weight_decay * w;
+    if (MOMENTUM) {
+        let b = dp.momentum * vel[i] + d;
+        vel[i] = b;
+        if (NESTEROV) {
+            d = d + dp.momentum * b;
+        } else {
+            d = b;
+        }
+    }
+    param[i] = w - dp.lr * d;
 }

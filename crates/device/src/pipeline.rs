@@ -420,8 +420,11 @@ impl<'a> DispatchBuilder<'a> {
             }
         }
         for (i, w) in self.bindings.iter().enumerate() {
+            // The placeholder stands in for absent optional buffers and is never
+            // touched, so several absent ones may share it.
             let clash = self.bindings[..i].iter().find(|r| {
                 r.buffer == w.buffer
+                    && *w.buffer != self.gpu.placeholder
                     && (r.access == Access::ReadWrite || w.access == Access::ReadWrite)
             });
             if let Some(r) = clash {

@@ -348,20 +348,39 @@ fn updates_count_nonfinite_gradient_elements() {
     );
 }
 
-/// One DC-ASGD update on the GPU: `param` after it (and `ms` when adaptive).
+/// One DC-ASGD update on the GPU: `param` after it, `ms` (when adaptive) and `vel` (with
+/// a momentum).
 fn run_dc(
     p: &DcAsgd,
     param: &[f32],
     grad: &[f32],
     backup: &[f32],
     ms: &[f32],
-) -> (Vec<f32>, Vec<f32>) {
-    let (w, g, b, m) = (upload(param), upload(grad), upload(backup), upload(ms));
+    vel: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (w, g, b, m, v) = (
+        upload(param),
+        upload(grad),
+        upload(backup),
+        upload(ms),
+        upload(vel),
+    );
     let d = p
-        .prepare(gpu(), &w, &g, &b, p.adaptive.map(|_| &*m))
+        .prepare(
+            gpu(),
+            &w,
+            &g,
+            &b,
+            p.adaptive.map(|_| &*m),
+            (p.momentum > 0.0).then_some(&*v),
+        )
         .unwrap();
     run(&[&d]);
-    (download(&w, param.len()), download(&m, ms.len()))
+    (
+        download(&w, param.len()),
+        download(&m, ms.len()),
+        download(&v, vel.len()),
+    )
 }
 
 /// Hand-computed steps, with w = [1, −2], g = [0.5, 1], w_bak = [0.5, −1], lr 0.1:
@@ -373,19 +392,14 @@ fn run_dc(
 #[test]
 fn dc_asgd_hand_computed_steps() {
     let (w, g, b) = ([1.0f32, -2.0], [0.5f32, 1.0], [0.5f32, -1.0]);
-    let c = DcAsgd {
-        count: 2,
-        lr: 0.1,
-        lambda: 2.0,
-        adaptive: None,
-    };
-    let (got, _) = run_dc(&c, &w, &g, &b, &[0.0; 2]);
+    let c = DcAsgd::new(2, 0.1, 2.0);
+    let (got, _, _) = run_dc(&c, &w, &g, &b, &[0.0; 2], &[0.0; 1]);
     assert_close("dc-asgd-c", &got, &[0.925, -1.9], 1e-6, 1e-6);
     let a = DcAsgd {
         adaptive: Some((0.95, 1e-7)),
         ..c
     };
-    let (got, ms) = run_dc(&a, &w, &g, &b, &[0.0; 2]);
+    let (got, ms, _) = run_dc(&a, &w, &g, &b, &[0.0; 2], &[0.0; 1]);
     assert_close("dc-asgd-a ms", &ms, &[0.0125, 0.05], 1e-6, 1e-6);
     assert_close("dc-asgd-a", &got, &[0.7263933, -1.2055737], 1e-6, 1e-6);
 }
@@ -396,13 +410,8 @@ fn dc_asgd_without_compensation_is_sgd() {
     let mut rng = Rng::new(5);
     let n = 1031;
     let (w, g, b) = (rng.vec(n), rng.vec(n), rng.vec(n));
-    let dc = DcAsgd {
-        count: n as u32,
-        lr: 0.07,
-        lambda: 0.0,
-        adaptive: None,
-    };
-    let (got, _) = run_dc(&dc, &w, &g, &b, &[0.0; 1]);
+    let dc = DcAsgd::new(n as u32, 0.07, 0.0);
+    let (got, _, _) = run_dc(&dc, &w, &g, &b, &[0.0; 1], &[0.0; 1]);
     let (param, grad) = (upload(&w), upload(&g));
     let sgd = Sgd::new(n as u32, 0.07)
         .prepare(gpu(), &param, &grad, None)
@@ -415,41 +424,90 @@ fn dc_asgd_without_compensation_is_sgd() {
 /// on a length that is no multiple of the workgroup.
 #[test]
 fn dc_asgd_matches_reference_over_pushes() {
-    for adaptive in [None, Some((0.95f32, 1e-7f32))] {
+    let variants = [
+        (None, 0.0, false, 0.0),
+        (Some((0.95f32, 1e-7f32)), 0.0, false, 0.0),
+        (None, 0.9, false, 1e-3),
+        (Some((0.95, 1e-7)), 0.9, true, 5e-4),
+    ];
+    for (adaptive, momentum, nesterov, weight_decay) in variants {
         let mut rng = Rng::new(11);
         let n = 4099;
         let p = DcAsgd {
-            count: n as u32,
-            lr: 0.05,
-            lambda: 0.8,
             adaptive,
+            momentum,
+            nesterov,
+            weight_decay,
+            ..DcAsgd::new(n as u32, 0.05, 0.8)
         };
         let mut w = rng.vec(n);
-        let mut ms = vec![0.0f32; n];
-        let (mut want_w, mut want_ms) = (widen(&w), vec![0.0f64; n]);
+        let (mut ms, mut vel) = (vec![0.0f32; n], vec![0.0f32; n]);
+        let (mut want_w, mut want_ms, mut want_vel) = (widen(&w), vec![0.0f64; n], vec![0.0f64; n]);
         for _ in 0..4 {
             let (g, b) = (rng.vec(n), rng.vec(n));
-            let (got_w, got_ms) = run_dc(&p, &w, &g, &b, &ms);
-            reference::dc_asgd_step(&p, &mut want_w, &g, &b, &mut want_ms);
-            assert_close("dc-asgd w", &got_w, &narrow(&want_w), 1e-5, 1e-5);
+            let (got_w, got_ms, got_vel) = run_dc(&p, &w, &g, &b, &ms, &vel);
+            reference::dc_asgd_step(&p, &mut want_w, &g, &b, &mut want_ms, &mut want_vel);
+            let what = format!("dc-asgd {p:?}");
+            assert_close(&what, &got_w, &narrow(&want_w), 1e-5, 1e-5);
             if adaptive.is_some() {
-                assert_close("dc-asgd ms", &got_ms, &narrow(&want_ms), 1e-5, 1e-6);
+                assert_close(&what, &got_ms, &narrow(&want_ms), 1e-5, 1e-6);
             }
-            (w, ms) = (got_w, got_ms);
-            want_w = widen(&w);
-            want_ms = widen(&ms);
+            if momentum > 0.0 {
+                assert_close(&what, &got_vel, &narrow(&want_vel), 1e-5, 1e-5);
+            }
+            (w, ms, vel) = (got_w, got_ms, got_vel);
+            (want_w, want_ms, want_vel) = (widen(&w), widen(&ms), widen(&vel));
         }
     }
-    let bad = DcAsgd {
-        count: 4,
-        lr: 0.1,
-        lambda: -1.0,
-        adaptive: None,
-    };
     let x = upload(&[0.0; 4]);
+    let bad = DcAsgd::new(4, 0.1, -1.0);
     let err = bad
-        .prepare(gpu(), &x, &x, &x, None)
+        .prepare(gpu(), &x, &x, &x, None, None)
         .unwrap_err()
         .to_string();
     assert!(err.contains("invalid lambda"), "{err}");
+    let no_velocity = DcAsgd {
+        momentum: 0.9,
+        ..DcAsgd::new(4, 0.1, 0.0)
+    };
+    let err = no_velocity
+        .prepare(gpu(), &x, &x, &x, None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("velocity"), "{err}");
+}
+
+/// With a momentum and λ = 0, the server's update is `torch.optim.SGD`'s with the same
+/// momentum over the same gradient sequence (the velocity starting at zero is PyTorch's
+/// first step), to the last bit.
+#[test]
+fn dc_asgd_with_momentum_is_sgd_with_momentum() {
+    let mut rng = Rng::new(17);
+    let n = 777;
+    let w0 = rng.vec(n);
+    for nesterov in [false, true] {
+        let dc = DcAsgd {
+            momentum: 0.9,
+            nesterov,
+            weight_decay: 1e-2,
+            ..DcAsgd::new(n as u32, 0.03, 0.0)
+        };
+        let sgd = Sgd {
+            weight_decay: 1e-2,
+            nesterov,
+            ..Sgd::new(n as u32, 0.03).with_momentum(0.9)
+        };
+        let (w_dc, vel, back) = (upload(&w0), upload(&vec![0.0f32; n]), upload(&w0));
+        let (w_sgd, buf) = (upload(&w0), upload(&vec![0.0f32; n]));
+        for step in 1..=3u32 {
+            let g = upload(&rng.vec(n));
+            let a = dc
+                .prepare(gpu(), &w_dc, &g, &back, None, Some(&vel))
+                .unwrap();
+            let b = sgd.prepare(gpu(), &w_sgd, &g, Some(&buf)).unwrap();
+            sgd.write_step(gpu(), &b, step, 0.03).unwrap();
+            run(&[&a, &b]);
+            assert_eq!(download(&w_dc, n), download(&w_sgd, n), "step {step}");
+        }
+    }
 }

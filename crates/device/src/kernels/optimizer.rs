@@ -39,9 +39,13 @@ const KERNEL: &str = "optimizer";
 /// delay compensation (Zheng et al., ICML 2017). With `w_bak` the copy of the weights
 /// the pushing worker last pulled:
 ///
-/// - `w -= lr · (g + λ · g ⊙ g ⊙ (w − w_bak))` (DC-ASGD-c; `λ = 0` is plain ASGD);
+/// - `d = g + λ · g ⊙ g ⊙ (w − w_bak) + weight_decay · w` (DC-ASGD-c; `λ = 0` is plain
+///   ASGD), then `w -= lr · d`;
 /// - with `adaptive = Some((m, eps))` (DC-ASGD-a), first `ms = m · ms + (1 − m) · g ⊙ g`,
-///   and `λ` becomes `λ0 / sqrt(ms + eps)` element-wise.
+///   and `λ` becomes `λ0 / sqrt(ms + eps)` element-wise;
+/// - with `momentum > 0`, the compensated `d` goes through a momentum buffer as
+///   `torch.optim.SGD`'s (no dampening): `vel = momentum · vel + d` (`vel` starts
+///   zeroed), then `d = vel`, or `d + momentum · vel` when `nesterov`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DcAsgd {
     pub count: u32,
@@ -50,6 +54,26 @@ pub struct DcAsgd {
     pub lambda: f32,
     /// `(m, eps)` of the mean square for DC-ASGD-a (the paper's defaults: 0.95, 1e-7).
     pub adaptive: Option<(f32, f32)>,
+    /// Momentum of the server's update (0: none, and no velocity buffer).
+    pub momentum: f32,
+    pub nesterov: bool,
+    pub weight_decay: f32,
+}
+
+impl DcAsgd {
+    /// Plain DC-ASGD-c (`lambda`; 0 for ASGD) over `count` parameters: no momentum, no
+    /// weight decay.
+    pub fn new(count: u32, lr: f32, lambda: f32) -> Self {
+        Self {
+            count,
+            lr,
+            lambda,
+            adaptive: None,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
 }
 
 #[repr(C)]
@@ -60,7 +84,9 @@ struct DcParams {
     lambda: f32,
     ms_momentum: f32,
     eps: f32,
-    pad: [u32; 3],
+    momentum: f32,
+    weight_decay: f32,
+    pad: u32,
 }
 
 impl DcAsgd {
@@ -88,6 +114,22 @@ impl DcAsgd {
                 },
             )?;
         }
+        ensure(
+            (0.0..1.0).contains(&self.momentum)
+                && self.weight_decay >= 0.0
+                && self.weight_decay.is_finite(),
+            KERNEL,
+            || {
+                format!(
+                    "DC-ASGD: needs 0 <= momentum < 1 and a finite weight decay >= 0, got \
+                     momentum {} weight decay {}",
+                    self.momentum, self.weight_decay
+                )
+            },
+        )?;
+        ensure(!self.nesterov || self.momentum > 0.0, KERNEL, || {
+            "DC-ASGD: Nesterov needs a momentum".to_owned()
+        })?;
         Ok(())
     }
 
@@ -100,12 +142,15 @@ impl DcAsgd {
             lambda: self.lambda,
             ms_momentum,
             eps,
-            pad: [0; 3],
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            pad: 0,
         })
     }
 
     /// The in-place update of `param` from `grad` and the pushing worker's `backup`
-    /// (and the mean square `ms`, required exactly when adaptive), at `self.lr`.
+    /// (and the mean square `ms`, required exactly when adaptive, and the velocity `vel`,
+    /// required exactly with a momentum; both start zeroed), at `self.lr`.
     pub fn prepare(
         &self,
         gpu: &Gpu,
@@ -113,20 +158,27 @@ impl DcAsgd {
         grad: &wgpu::Buffer,
         backup: &wgpu::Buffer,
         ms: Option<&wgpu::Buffer>,
+        vel: Option<&wgpu::Buffer>,
     ) -> Result<Dispatch> {
         let params = self.params(self.lr)?;
         ensure(self.adaptive.is_some() == ms.is_some(), KERNEL, || {
             "DC-ASGD: a mean-square buffer is needed exactly for the adaptive variant".to_owned()
         })?;
+        ensure((self.momentum > 0.0) == vel.is_some(), KERNEL, || {
+            "DC-ASGD: a velocity buffer is needed exactly with a momentum".to_owned()
+        })?;
         let n = self.count as u64;
         DispatchBuilder::new(gpu, shaders::OPTIMIZER, "dc_asgd")
             .constant("WG", WG)
             .flag("ADAPTIVE", self.adaptive.is_some())
+            .flag("MOMENTUM", self.momentum > 0.0)
+            .flag("NESTEROV", self.nesterov)
             .params(&params)
             .write("param", param, n)
             .read("grad", grad, n)
             .read("backup", backup, n)
             .write_opt("ms", ms, n)
+            .write_opt("vel", vel, n)
             .build(grid(gpu, self.count))
     }
 

@@ -64,15 +64,17 @@ pub fn adam_step(
     }
 }
 
-/// [`DcAsgd`](crate::kernels::optimizer::DcAsgd)'s update in f64: `param` (and `ms` when
-/// adaptive) in place.
+/// [`DcAsgd`](crate::kernels::optimizer::DcAsgd)'s update in f64: `param`, `ms` (when
+/// adaptive) and `vel` (with a momentum; may be empty otherwise) in place.
 pub fn dc_asgd_step(
     p: &crate::kernels::optimizer::DcAsgd,
     param: &mut [f64],
     grad: &[f32],
     backup: &[f32],
     ms: &mut [f64],
+    vel: &mut [f64],
 ) {
+    let momentum = p.momentum as f64;
     for i in 0..param.len() {
         let g = grad[i] as f64;
         let lambda = match p.adaptive {
@@ -82,6 +84,16 @@ pub fn dc_asgd_step(
             }
             None => p.lambda as f64,
         };
-        param[i] -= p.lr as f64 * (g + lambda * g * g * (param[i] - backup[i] as f64));
+        let w = param[i];
+        let mut d = g + lambda * g * g * (w - backup[i] as f64) + p.weight_decay as f64 * w;
+        if momentum > 0.0 {
+            vel[i] = momentum * vel[i] + d;
+            d = if p.nesterov {
+                d + momentum * vel[i]
+            } else {
+                vel[i]
+            };
+        }
+        param[i] = w - p.lr as f64 * d;
     }
 }
