@@ -75,6 +75,50 @@ impl Session {
         })
     }
 
+    /// A training step's forward and backward without the update: what an asynchronous
+    /// worker pushes to its parameter server. Counts as an optimizer step (dropout draws
+    /// fresh masks, as in [`train_step`](Self::train_step)) and updates batch-norm
+    /// running statistics. Returns the loss, hit counts and non-finite count (counted on
+    /// the host) and every gradient, in the order of [`Gradients::iter`](crate::Gradients::iter).
+    pub fn gradient_step(
+        &mut self,
+        training: &Training,
+        feeds: &[Feed<'_>],
+    ) -> Result<(StepOutput, Vec<Vec<f32>>)> {
+        let step = self.next_optimizer_step();
+        let grads: Vec<Value> = training.gradients.by_variable.iter().map(|g| g.1).collect();
+        let fetch: Vec<Value> = std::iter::once(training.loss)
+            .chain(training.correct)
+            .chain(grads.iter().copied())
+            .collect();
+        let out = self.run(
+            Mode::Train,
+            feeds,
+            &fetch,
+            &[],
+            StepInfo {
+                step,
+                lr: 0.0,
+                seed: 0,
+            },
+        )?;
+        let grads: Vec<Vec<f32>> = grads.into_iter().map(|v| out.f32(v)).collect();
+        let counts: Vec<u64> = grads
+            .iter()
+            .map(|g| g.iter().filter(|x| !x.is_finite()).count() as u64)
+            .collect();
+        let output = StepOutput {
+            loss: out.scalar(training.loss),
+            correct: training.correct.map(|c| {
+                let v = out.u32(c);
+                [v[0], v[1]]
+            }),
+            nonfinite_grads: counts.iter().sum(),
+            first_nonfinite_grad: counts.iter().position(|&c| c > 0),
+        };
+        Ok((output, grads))
+    }
+
     /// The loss and every parameter gradient in training mode, without updating
     /// anything: `(loss, [(parameter name, gradient)])`.
     pub fn gradients(

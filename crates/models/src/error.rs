@@ -39,6 +39,15 @@ pub enum ModelError {
     Graph(#[from] GraphError),
 }
 
+impl From<wgtrain_parallel::ParallelError> for ModelError {
+    fn from(e: wgtrain_parallel::ParallelError) -> Self {
+        match e {
+            wgtrain_parallel::ParallelError::Graph(g) => ModelError::Graph(g),
+            other => ModelError::Config(other.to_string()),
+        }
+    }
+}
+
 /// Result alias for the models crate.
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 

@@ -18,12 +18,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 use wgtrain_graph::device::Gpu;
 use wgtrain_graph::session::VariableSnapshot;
 use wgtrain_graph::{Feed, Mode, Optimizer, Schedule, Session, StepInfo, StepOutput, Training};
-use wgtrain_parallel::{Communicator, ReplicaStats};
+use wgtrain_parallel::ps::{ServerStats, Worker};
+use wgtrain_parallel::{AsyncConfig, Communicator, ParameterServer, ReplicaStats};
 
 use crate::checkpoint::{self, Position};
 use crate::data::{Batch, Loader};
 use crate::error::{ModelError, Result};
 use crate::zoo::Model;
+
+mod asynchronous;
 
 /// How to train.
 #[derive(Debug, Clone)]
@@ -142,6 +145,18 @@ pub struct Trainer {
     /// The run stopped on a fault every replica saw at the same step (the loss and the
     /// gradients are global): no replica needs to be told.
     stopped_together: bool,
+    /// What this rank does with `comm`.
+    role: Role,
+}
+
+/// A rank's part in training with others.
+enum Role {
+    /// Alone, or a replica of synchronous data parallelism.
+    Replica,
+    /// The parameter server of asynchronous training (rank 0).
+    Server(Box<ParameterServer>),
+    /// A worker of asynchronous training.
+    Worker(Box<Worker>),
 }
 
 /// Called after every optimizer step with its number and loss.
@@ -158,7 +173,7 @@ impl Trainer {
     /// Attaches the optimizer to `model`, initialises its weights, checks that the
     /// checkpoint path is writable (before any training), and resumes if asked.
     pub fn new(gpu: Arc<Gpu>, model: Model, config: TrainConfig) -> Result<Self> {
-        Self::build(gpu, model, config, None)
+        Self::build(gpu, model, config, None, None)
     }
 
     /// One replica of synchronous data-parallel training with the others of `comm`:
@@ -175,7 +190,26 @@ impl Trainer {
         config: TrainConfig,
         comm: Box<dyn Communicator>,
     ) -> Result<Self> {
-        Self::build(gpu, model, config, Some(comm))
+        Self::build(gpu, model, config, Some(comm), None)
+    }
+
+    /// One rank of asynchronous training through a parameter server (Zheng et al.
+    /// 2017's DC-ASGD, or plain ASGD): rank 0 is the server — it holds the weights,
+    /// applies every worker's push on its GPU with [`AsyncConfig::compensation`], the
+    /// schedule's learning rate and the optimizer's momentum and weight decay (SGD), and
+    /// evaluates, prints and checkpoints (at the end of each epoch) — and every other
+    /// rank is a worker that computes gradients on full batches of its own
+    /// ([`Loader::interleaved`]: together the workers read each sample of an epoch
+    /// once). Pass [`fit`](Self::fit) the same loader on every rank. A worker that fails
+    /// stops the server and the others with an error naming its rank.
+    pub fn asynchronous(
+        gpu: Arc<Gpu>,
+        model: Model,
+        config: TrainConfig,
+        comm: Box<dyn Communicator>,
+        asynchronous: AsyncConfig,
+    ) -> Result<Self> {
+        Self::build(gpu, model, config, Some(comm), Some(asynchronous))
     }
 
     /// [`build_inner`](Self::build_inner); a replica that fails tells the others (MPI:
@@ -185,9 +219,10 @@ impl Trainer {
         model: Model,
         config: TrainConfig,
         comm: Option<Box<dyn Communicator>>,
+        asynchronous: Option<AsyncConfig>,
     ) -> Result<Self> {
         let mut slot = comm;
-        let built = Self::build_inner(gpu, model, config, &mut slot);
+        let built = Self::build_inner(gpu, model, config, &mut slot, asynchronous);
         if let (Err(e), Some(comm)) = (&built, &slot) {
             comm.abort(&format!("setting up training: {e}"));
         }
@@ -199,12 +234,18 @@ impl Trainer {
         model: Model,
         mut config: TrainConfig,
         comm_slot: &mut Option<Box<dyn Communicator>>,
+        asynchronous: Option<AsyncConfig>,
     ) -> Result<Self> {
+        if asynchronous.is_some() {
+            check_async_config(&config, comm_slot.as_deref())?;
+        }
         let model = match config.sync_bn {
             true => model.with_sync_batch_norm()?,
             false => model,
         };
         config.debug_nonfinite |= std::env::var("WGTRAIN_DEBUG_NONFINITE").is_ok_and(|v| v == "1");
+        // (An asynchronous worker's step has no update to re-run from a snapshot.)
+        config.debug_nonfinite &= asynchronous.is_none();
         let Model {
             name,
             mut graph,
@@ -217,13 +258,13 @@ impl Trainer {
             graph.no_decay_on_norms_and_biases();
         }
         let training = match comm {
-            Some(_) => graph.minimize_synced(
+            Some(_) if asynchronous.is_none() => graph.minimize_synced(
                 loss,
                 config.optimizer,
                 config.clip_grad_norm,
                 config.bucket_bytes,
             )?,
-            None => graph.minimize_with(loss, config.optimizer, config.clip_grad_norm)?,
+            _ => graph.minimize_with(loss, config.optimizer, config.clip_grad_norm)?,
         };
         let mut session = Session::new(gpu, graph, config.seed)?;
         let root = comm.is_none_or(|c| c.rank() == 0);
@@ -246,14 +287,36 @@ impl Trainer {
             Some(c) => agree(c, decided)?,
             None => decided?,
         };
-        if let Some(c) = comm {
-            wgtrain_parallel::broadcast_variables(&session, c, 0)?;
-        }
-        let position = resumed.unwrap_or(Position {
+        let mut position = resumed.unwrap_or(Position {
             epoch: 0,
             batch: 0,
             steps: 0,
         });
+        let role = match (comm, asynchronous) {
+            (Some(c), None) => {
+                wgtrain_parallel::broadcast_variables(&session, c, 0)?;
+                Role::Replica
+            }
+            (None, _) => Role::Replica,
+            (Some(c), Some(a)) => {
+                // Asynchronous runs resume at the start of an epoch.
+                position.batch = 0;
+                match c.rank() {
+                    0 => {
+                        let mut server = ParameterServer::new(
+                            &session,
+                            &training,
+                            c.world_size() - 1,
+                            config.optimizer,
+                            a,
+                        )?;
+                        server.set_step(position.steps as u64);
+                        Role::Server(Box::new(server))
+                    }
+                    _ => Role::Worker(Box::new(Worker::new(&session, &training)?)),
+                }
+            }
+        };
         session.set_optimizer_steps(position.steps);
         Ok(Self {
             session,
@@ -271,6 +334,7 @@ impl Trainer {
             comm_stats: ReplicaStats::default(),
             images: 0,
             stopped_together: false,
+            role,
         })
     }
 
@@ -301,6 +365,29 @@ impl Trainer {
 
     fn is_root(&self) -> bool {
         self.rank() == 0
+    }
+
+    /// The communicator of synchronous data parallelism (none when alone or
+    /// asynchronous).
+    fn sync_comm(&self) -> Option<&dyn Communicator> {
+        match self.role {
+            Role::Replica => self.comm.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The parameter server's record (pushes and their staleness, where its time went):
+    /// rank 0 of an asynchronous run.
+    pub fn server_stats(&self) -> Option<&ServerStats> {
+        match &self.role {
+            Role::Server(server) => Some(server.stats()),
+            _ => None,
+        }
+    }
+
+    /// Whether this trainer is part of an asynchronous run.
+    pub fn is_asynchronous(&self) -> bool {
+        !matches!(self.role, Role::Replica)
     }
 
     /// Where this replica's training steps went so far (gradient exchange, overlap).
@@ -398,6 +485,11 @@ impl Trainer {
         eval: Option<&Loader>,
         mut on_epoch: impl FnMut(&EpochRecord),
     ) -> Result<()> {
+        match self.role {
+            Role::Server(_) => return self.fit_server(train, eval, on_epoch),
+            Role::Worker(_) => return self.fit_worker(train),
+            Role::Replica => {}
+        }
         let global = train;
         let train = &self.local_loader(global)?;
         while (self.position.epoch as usize) < self.config.epochs && !self.done() {
@@ -426,14 +518,18 @@ impl Trainer {
             self.save_checkpoint()?;
         }
         let _ = global;
+        self.write_plot(train.batches_per_epoch())
+    }
+
+    /// The loss and accuracy chart (rank 0), with `steps_per_epoch` between evaluations.
+    fn write_plot(&self, steps_per_epoch: usize) -> Result<()> {
         if let (Some(path), true) = (&self.config.plot, self.is_root()) {
             let acc: Vec<(usize, f32)> = self
                 .records
                 .iter()
-                .scan(0usize, |_, r| Some(r))
                 .enumerate()
                 .filter_map(|(i, r)| {
-                    let at = (i + 1) * train.batches_per_epoch();
+                    let at = (i + 1) * steps_per_epoch;
                     r.eval_top1.map(|a| (at.min(self.losses.len()), a))
                 })
                 .collect();
@@ -537,10 +633,11 @@ impl Trainer {
     /// data-parallel run every replica evaluates its shard with rank 0's batch-norm
     /// statistics, and the figures are those of all shards together.
     pub fn evaluate(&mut self, loader: &Loader) -> Result<Evaluation> {
-        if let Some(comm) = &self.comm {
-            wgtrain_parallel::broadcast_state(&self.session, comm.as_ref(), 0)?;
+        let comm = self.sync_comm();
+        if let Some(comm) = comm {
+            wgtrain_parallel::broadcast_state(&self.session, comm, 0)?;
         }
-        let loader = &match self.world_size() {
+        let loader = &match comm.map_or(1, |c| c.world_size()) {
             1 => loader.clone(),
             world => loader.clone().sharded_for_evaluation(self.rank(), world)?,
         };
@@ -562,7 +659,7 @@ impl Trainer {
             }
             sums[3] += count as f32;
         }
-        if let Some(comm) = &self.comm {
+        if let Some(comm) = self.sync_comm() {
             comm.all_reduce_sum(&mut sums).map_err(collective)?;
         }
         let n = sums[3].max(1.0);
@@ -650,6 +747,33 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+/// What asynchronous training cannot do, refused before anything starts.
+fn check_async_config(config: &TrainConfig, comm: Option<&dyn Communicator>) -> Result<()> {
+    let world = comm.map_or(1, |c| c.world_size());
+    let refuse = |m: String| Err(ModelError::Config(m));
+    if world < 2 {
+        return refuse(format!(
+            "asynchronous training needs a parameter server (rank 0) and at least one worker: \
+             2 ranks or more, got {world}"
+        ));
+    }
+    if config.sync_bn {
+        return refuse(
+            "--sync-bn is for synchronous data parallelism; asynchronous workers \
+                       keep their own batch-norm statistics"
+                .to_owned(),
+        );
+    }
+    if config.checkpoint_every > 0 {
+        return refuse(
+            "asynchronous training checkpoints at the end of each epoch only \
+                       (--checkpoint-every is not supported)"
+                .to_owned(),
+        );
+    }
+    Ok(())
 }
 
 /// Fails if a label is not below `classes` (the loss kernels would read past the logits).

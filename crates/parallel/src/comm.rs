@@ -65,6 +65,11 @@ pub trait Communicator {
     /// `(source rank, data)`.
     fn recv(&self, from: Option<usize>, tag: u32) -> Result<(usize, Vec<f32>), CommError>;
 
+    /// Receives the next message with `tag` from any rank of `from` (a parameter server
+    /// waiting for whichever worker pushes first). Unlike `recv(None, ..)`, it fails as
+    /// soon as one rank of `from` is gone, naming it, rather than waiting on the others.
+    fn recv_any_of(&self, from: &[usize], tag: u32) -> Result<(usize, Vec<f32>), CommError>;
+
     /// Tells the other ranks that this one is stopping with `reason`, so that they fail
     /// promptly instead of waiting (the MPI implementation aborts the job).
     fn abort(&self, reason: &str);

@@ -20,6 +20,7 @@ pub mod devices;
 pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod ps;
 pub mod replica;
 
 pub use comm::{CommError, Communicator};
@@ -27,6 +28,7 @@ pub use devices::DeviceSpec;
 pub use local::LocalComm;
 #[cfg(feature = "mpi")]
 pub use mpi::MpiComm;
+pub use ps::{AsyncConfig, Compensation, ParameterServer, PushOrder, ServerStats};
 pub use replica::{ReplicaStats, broadcast_state, broadcast_variables, reduce_metrics, train_step};
 
 /// PyTorch DDP's default bucket size: 25 MiB.

@@ -125,6 +125,50 @@ impl LocalComm {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The first queued message with `tag` from a rank of `senders`. Fails when every
+    /// sender is gone or, when `strict`, when any is.
+    fn receive(
+        &self,
+        senders: &[usize],
+        tag: u32,
+        strict: bool,
+    ) -> Result<(usize, Vec<f32>), CommError> {
+        for &f in senders {
+            check_rank(f, self.shared.world)?;
+        }
+        let deadline = Instant::now() + self.shared.timeout;
+        let mut state = self.lock();
+        loop {
+            let mailbox = &mut state.mailboxes[self.rank];
+            if let Some(i) = mailbox
+                .iter()
+                .position(|(src, t, _)| *t == tag && senders.contains(src))
+            {
+                let (src, _, data) = mailbox.remove(i).expect("found above");
+                return Ok((src, data));
+            }
+            let gone = senders.iter().copied().find(|&r| state.gone[r].is_some());
+            let all_gone = senders.iter().all(|&r| state.gone[r].is_some());
+            if let Some(rank) = gone.filter(|_| strict || all_gone) {
+                return Err(CommError::PeerFailed {
+                    rank,
+                    me: self.rank,
+                    op: "recv",
+                    reason: state.gone[rank].clone().unwrap_or_default(),
+                });
+            }
+            if senders.is_empty() {
+                return Err(CommError::Invalid(format!(
+                    "rank {}: recv from no rank",
+                    self.rank
+                )));
+            }
+            let (next, waited) = self.wait(state, deadline, "recv", senders.to_vec());
+            state = next;
+            waited?;
+        }
+    }
+
     /// Runs one round: contributes `mine`, returns the round's result.
     fn round(&self, round: Round, mine: Vec<u8>) -> Result<Vec<u8>, CommError> {
         let result = self.round_inner(round, mine)?;
@@ -374,40 +418,18 @@ impl Communicator for LocalComm {
     }
 
     fn recv(&self, from: Option<usize>, tag: u32) -> Result<(usize, Vec<f32>), CommError> {
-        if let Some(f) = from {
-            check_rank(f, self.shared.world)?;
-        }
-        let deadline = Instant::now() + self.shared.timeout;
-        let mut state = self.lock();
-        loop {
-            let mailbox = &mut state.mailboxes[self.rank];
-            if let Some(i) = mailbox
-                .iter()
-                .position(|(src, t, _)| *t == tag && from.is_none_or(|f| f == *src))
-            {
-                let (src, _, data) = mailbox.remove(i).expect("found above");
-                return Ok((src, data));
+        match from {
+            Some(f) => self.receive(&[f], tag, false),
+            None => {
+                let others: Vec<usize> =
+                    (0..self.shared.world).filter(|&r| r != self.rank).collect();
+                self.receive(&others, tag, false)
             }
-            let senders: Vec<usize> = match from {
-                Some(f) => vec![f],
-                None => (0..self.shared.world).filter(|&r| r != self.rank).collect(),
-            };
-            let alive = senders.iter().any(|&r| state.gone[r].is_none());
-            if !alive {
-                let rank = senders.first().copied().unwrap_or(self.rank);
-                return Err(CommError::PeerFailed {
-                    rank,
-                    me: self.rank,
-                    op: "recv",
-                    reason: state.gone[rank]
-                        .clone()
-                        .unwrap_or_else(|| "no other rank".to_owned()),
-                });
-            }
-            let (next, waited) = self.wait(state, deadline, "recv", senders);
-            state = next;
-            waited?;
         }
+    }
+
+    fn recv_any_of(&self, from: &[usize], tag: u32) -> Result<(usize, Vec<f32>), CommError> {
+        self.receive(from, tag, true)
     }
 
     fn abort(&self, reason: &str) {

@@ -197,6 +197,24 @@ impl Communicator for MpiComm {
         Ok((status.source_rank() as usize, data))
     }
 
+    fn recv_any_of(&self, from: &[usize], tag: u32) -> Result<(usize, Vec<f32>), CommError> {
+        for &f in from {
+            check_rank(f, self.size)?;
+        }
+        // A process that dies ends the job (mpirun), so only the source needs checking.
+        let status = self.world.any_process().probe_with_tag(tag as Tag);
+        let source = status.source_rank() as usize;
+        if !from.contains(&source) {
+            return Err(CommError::Mismatch {
+                me: self.rank,
+                message: format!(
+                    "a message with tag {tag} came from rank {source}, expected one of {from:?}"
+                ),
+            });
+        }
+        self.recv(Some(source), tag)
+    }
+
     fn abort(&self, reason: &str) {
         eprintln!("rank {}: aborting the MPI job: {reason}", self.rank);
         self.world.abort(1)

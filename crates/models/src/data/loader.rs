@@ -54,6 +54,9 @@ pub struct Loader {
     /// Shards of equal size, every rank at least one sample ([`Loader::sharded`]), or any
     /// split ([`Loader::sharded_for_evaluation`]).
     equal_shards: bool,
+    /// `(part, parts)`: this loader yields whole batches `part`, `part + parts`, … of
+    /// each epoch ([`Loader::interleaved`]).
+    stride: (usize, usize),
 }
 
 impl Loader {
@@ -76,6 +79,7 @@ impl Loader {
             prefetch: 2,
             shard: (0, 1),
             equal_shards: true,
+            stride: (0, 1),
         })
     }
 
@@ -101,6 +105,25 @@ impl Loader {
     /// any batch size, every sample read by exactly one rank (a shard may be empty).
     pub fn sharded_for_evaluation(self, rank: usize, world: usize) -> Result<Self> {
         self.with_shard(rank, world, false)
+    }
+
+    /// Whole batches `part`, `part + parts`, `part + 2·parts`, … of every epoch (of the
+    /// same seeded shuffle on every part): an asynchronous worker's share, where each of
+    /// `parts` workers computes full-size batches and together they read each sample of
+    /// an epoch once. Composes with nothing else: the loader must not be sharded.
+    pub fn interleaved(mut self, part: usize, parts: usize) -> Result<Self> {
+        if parts == 0 || part >= parts {
+            return Err(ModelError::Config(format!(
+                "part {part} is out of range for {parts} parts"
+            )));
+        }
+        if self.shard.1 > 1 {
+            return Err(ModelError::Config(
+                "a sharded loader cannot also be interleaved".to_owned(),
+            ));
+        }
+        self.stride = (part, parts);
+        Ok(self)
     }
 
     fn with_shard(mut self, rank: usize, world: usize, equal: bool) -> Result<Self> {
@@ -142,6 +165,13 @@ impl Loader {
 
     /// Batches per epoch (the last may be smaller).
     pub fn batches_per_epoch(&self) -> usize {
+        let all = self.global_batches();
+        let (part, parts) = self.stride;
+        (all + parts - 1 - part) / parts
+    }
+
+    /// Batches per epoch before [interleaving](Self::interleaved).
+    fn global_batches(&self) -> usize {
         let all = self.dataset.len().div_ceil(self.batch);
         let world = self.shard.1;
         if world > 1 && self.equal_shards && self.global_batch_len(all - 1) < world {
@@ -182,12 +212,15 @@ impl Loader {
 
     fn produce(&self, epoch: u64, order: Vec<usize>, skip: usize, tx: SyncSender<Result<Batch>>) {
         let (rank, world) = self.shard;
-        let batches = self.batches_per_epoch();
+        let (part, parts) = self.stride;
+        let batches = self.global_batches();
         for (b, chunk) in order
             .chunks(self.batch)
             .enumerate()
+            .take(batches)
+            .skip(part)
+            .step_by(parts)
             .skip(skip)
-            .take(batches - skip.min(batches))
         {
             let len = chunk.len();
             let (from, to) = (rank * len / world, (rank + 1) * len / world);
