@@ -21,7 +21,7 @@ use wgtrain::graph::{Decay, Optimizer, Schedule};
 use wgtrain::models::train::{EpochRecord, TrainConfig, Trainer};
 use wgtrain::models::zoo::Model;
 use wgtrain::models::{checkpoint, torch};
-use wgtrain::parallel::{DeviceSpec, LocalComm};
+use wgtrain::parallel::{AsyncConfig, Compensation, DeviceSpec, LocalComm, PushOrder};
 use wgtrain::prelude::Gpu;
 
 /// Flags every training example takes. Defaults that depend on the model or the adapter
@@ -117,6 +117,82 @@ pub struct TrainFlags {
     /// No weight decay on batch-norm and bias parameters
     #[arg(long)]
     pub no_bn_decay: bool,
+    /// Asynchronous SGD through a parameter server instead of synchronous data
+    /// parallelism: with --devices, one worker per device and a server thread on the
+    /// first; with --distributed, rank 0 serves and every other rank works. Each worker
+    /// computes full --batch-size batches and pushes them as they are done
+    #[arg(long = "async")]
+    pub asynchronous: bool,
+    /// Delay-compensated ASGD (DC-ASGD-c, Zheng et al. 2017): the server corrects each
+    /// stale gradient by lambda x g x g x (w - the worker's backup); the lambda0 of
+    /// --dc-adaptive [default there: 2]
+    #[arg(long, value_name = "LAMBDA", requires = "asynchronous", value_parser = non_negative_f32)]
+    pub dc_lambda: Option<f32>,
+    /// DC-ASGD-a: lambda = lambda0 / sqrt(mean square of g + 1e-7), the mean square with
+    /// momentum 0.95
+    #[arg(long, requires = "asynchronous")]
+    pub dc_adaptive: bool,
+    /// Injected delay: workers get the weights of this many server steps before, as if
+    /// each push arrived that late (staleness reproducible on any machine)
+    #[arg(
+        long,
+        value_name = "STEPS",
+        default_value_t = 0,
+        requires = "asynchronous"
+    )]
+    pub staleness: usize,
+    /// In which order the server takes pushes: as they arrive, or worker by worker in
+    /// turn (runs are then bit-identical)
+    #[arg(
+        long,
+        value_enum,
+        value_name = "ORDER",
+        default_value = "arrival",
+        requires = "asynchronous"
+    )]
+    pub async_order: AsyncOrder,
+}
+
+/// `--async-order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AsyncOrder {
+    Arrival,
+    RoundRobin,
+}
+
+impl TrainFlags {
+    /// The asynchronous training these flags ask for, if any.
+    pub fn async_config(&self) -> Result<Option<AsyncConfig>> {
+        if !self.asynchronous {
+            return Ok(None);
+        }
+        if self.devices.is_none() && !self.distributed {
+            bail!(
+                "--async needs workers: --devices N (or a list such as 0,0) in this process, or \
+                 --distributed under mpirun"
+            );
+        }
+        if self.sync_bn {
+            bail!("--sync-bn is for synchronous data parallelism, not --async");
+        }
+        let compensation = match (self.dc_adaptive, self.dc_lambda) {
+            (true, lambda0) => Compensation::Adaptive {
+                lambda0: lambda0.unwrap_or(2.0),
+                m: 0.95,
+                eps: 1e-7,
+            },
+            (false, Some(lambda)) => Compensation::Constant { lambda },
+            (false, None) => Compensation::None,
+        };
+        Ok(Some(AsyncConfig {
+            compensation,
+            staleness: self.staleness,
+            order: match self.async_order {
+                AsyncOrder::Arrival => PushOrder::Arrival,
+                AsyncOrder::RoundRobin => PushOrder::RoundRobin,
+            },
+        }))
+    }
 }
 
 /// How the learning rate follows the global batch.
@@ -150,6 +226,13 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 fn at_least_one_u32(s: &str) -> Result<u32, String> {
     let n = at_least_one(s)?;
     u32::try_from(n).map_err(|_| format!("must be at most {}", u32::MAX))
+}
+
+fn non_negative_f32(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("expected a number of 0 or more, got {s:?}")),
+    }
 }
 
 fn positive_f32(s: &str) -> Result<f32, String> {
@@ -453,11 +536,12 @@ pub fn run(
         sync_bn: flags.sync_bn,
         no_bn_decay: flags.no_bn_decay,
     };
+    let asynchronous = flags.async_config()?;
     let replicas = if flags.distributed {
         Replicas::Mpi
     } else {
         match &flags.devices {
-            Some(spec) if spec.len() > 1 => Replicas::Local(spec.open()?),
+            Some(spec) if spec.len() > 1 || asynchronous.is_some() => Replicas::Local(spec.open()?),
             Some(spec) => Replicas::One(spec.open()?.remove(0)),
             None => Replicas::One(gpu),
         }
@@ -468,7 +552,30 @@ pub fn run(
         Replicas::Mpi => 0, // known once MPI is up
     };
     let batch = train.batch_size();
-    if world > 1 && batch % world != 0 {
+    if let (Some(a), Replicas::Local(gpus)) = (&asynchronous, &replicas) {
+        say_async(a, gpus.len(), batch);
+        say(
+            "workers",
+            format!(
+                "{}; the parameter server shares {}",
+                gpus.iter()
+                    .map(|g| g.info().name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                gpus[0].info().name
+            ),
+        );
+        return run_async_local(
+            gpus.clone(),
+            model,
+            config,
+            *a,
+            (&name, flags, &run),
+            train,
+            eval,
+        );
+    }
+    if asynchronous.is_none() && world > 1 && batch % world != 0 {
         bail!(
             "--batch-size {batch} is not a multiple of the {world} devices: each replica takes \
              an equal share of every batch"
@@ -519,6 +626,64 @@ pub fn run(
         }
         Replicas::Mpi => run_mpi(model, config, &name, flags, &run, train, eval),
     }
+}
+
+/// One line on the asynchronous set-up.
+fn say_async(a: &AsyncConfig, workers: usize, batch: usize) {
+    let delay = match a.staleness {
+        0 => String::new(),
+        t => format!(", weights served {t} steps late"),
+    };
+    let order = match a.order {
+        PushOrder::Arrival => "pushes applied as they arrive",
+        PushOrder::RoundRobin => "pushes applied worker by worker in turn",
+    };
+    say(
+        "asynchronous",
+        format!(
+            "{} with {}, {batch} images per push; {order}{delay}",
+            a.compensation.describe(),
+            count(workers, "worker", "workers")
+        ),
+    );
+}
+
+/// Asynchronous training in this process: a parameter-server thread (rank 0, on the
+/// first device) and one worker thread per device.
+fn run_async_local(
+    gpus: Vec<Arc<Gpu>>,
+    model: Model,
+    config: TrainConfig,
+    asynchronous: AsyncConfig,
+    (name, flags, run): (&str, &TrainFlags, &RunConfig),
+    train: &wgtrain::models::data::Loader,
+    eval: &wgtrain::models::data::Loader,
+) -> Result<Option<f32>> {
+    let comms = LocalComm::group(gpus.len() + 1);
+    let devices: Vec<Arc<Gpu>> = std::iter::once(gpus[0].clone()).chain(gpus).collect();
+    let results: Vec<Result<Option<f32>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = devices
+            .into_iter()
+            .zip(comms)
+            .map(|(gpu, comm)| {
+                let (model, config) = (model.clone(), config.clone());
+                scope.spawn(move || {
+                    let trainer =
+                        Trainer::asynchronous(gpu, model, config, Box::new(comm), asynchronous)
+                            .context("setting up training")?;
+                    run_trainer(trainer, name, flags, run, train, eval)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a training thread panicked")))
+            })
+            .collect()
+    });
+    first_cause(results)
 }
 
 /// The example's schedule with the large-batch recipe's flags applied: linear scaling
@@ -620,7 +785,8 @@ fn run_mpi(
         e
     };
     let batch = train.batch_size();
-    if batch % world != 0 {
+    let asynchronous = flags.async_config().map_err(|e| fail(&comm, e))?;
+    if asynchronous.is_none() && batch % world != 0 {
         let e =
             anyhow::anyhow!("--batch-size {batch} is not a multiple of the {world} MPI processes");
         return Err(fail(&comm, e));
@@ -637,6 +803,22 @@ fn run_mpi(
             .and_then(|choice| Ok(Arc::new(Gpu::with_adapter(Some(&choice))?))),
     };
     let gpu = gpu.map_err(|e| fail(&comm, e))?;
+    if let Some(a) = asynchronous {
+        if rank == 0 {
+            say_async(&a, world.saturating_sub(1), batch);
+            say(
+                "workers",
+                format!(
+                    "MPI ranks 1 to {}; rank 0 is the parameter server",
+                    world - 1
+                ),
+            );
+        }
+        let trainer = Trainer::asynchronous(gpu, model, config, Box::new(comm), a)
+            .context("setting up training")?;
+        return run_trainer(trainer, name, flags, run, train, eval)
+            .with_context(|| format!("MPI rank {rank}"));
+    }
     if rank == 0 {
         say(
             "replicas",
@@ -750,7 +932,36 @@ fn train_and_report(
             format!("state_dict written to {}", path.display()),
         );
     }
-    for r in &ranks {
+    if let Some(stats) = trainer.server_stats() {
+        let (mean, max) = stats.staleness();
+        say(
+            "server",
+            format!(
+                "{} pushes; staleness mean {mean:.2}, max {max}; {:.2} s applying updates, \
+                 {:.2} s serving weights, {:.2} s waiting for workers",
+                thousands(stats.pushes.len()),
+                stats.update_s,
+                stats.serve_s,
+                stats.wait_s
+            ),
+        );
+    }
+    for r in ranks.iter().filter(|_| trainer.is_asynchronous()).skip(1) {
+        say(
+            &format!("worker {}", r.rank),
+            format!(
+                "{:.0} img/s ({} images in {:.1} s); {:.2} s ({:.1}%) pushing and waiting for \
+                 weights, {:.1} MiB pushed",
+                r.images / r.seconds.max(1e-9),
+                thousands(r.images as usize),
+                r.seconds,
+                r.comm_s,
+                100.0 * r.comm_s / r.seconds.max(1e-9),
+                r.bytes / 1048576.0
+            ),
+        );
+    }
+    for r in ranks.iter().filter(|_| !trainer.is_asynchronous()) {
         say(
             &format!("rank {}", r.rank),
             format!(

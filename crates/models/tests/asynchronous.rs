@@ -366,3 +366,71 @@ fn interleaved_loaders_read_each_batch_once() {
     assert!(loader(5).interleaved(3, 3).is_err());
     assert!(loader(6).sharded(0, 2).unwrap().interleaved(0, 2).is_err());
 }
+
+/// With one worker and τ = 2, update t uses the gradient at the weights of step t − 2
+/// (clamped at 0): the server's run against that recurrence on the host, w_{t+1} =
+/// w_t − lr·g(w_{t−2}; batch t), with plain SGD.
+#[test]
+fn a_delayed_push_is_the_gradient_at_the_weights_of_tau_steps_before() {
+    let (tau, lr) = (2usize, 0.05f32);
+    let cfg = TrainConfig {
+        optimizer: Optimizer::sgd(),
+        ..TrainConfig::new(1, lr)
+    };
+    let ac = AsyncConfig {
+        staleness: tau,
+        ..AsyncConfig::default()
+    };
+    let (got, _) = fit_async(1, cfg, ac, None).remove(0).unwrap();
+
+    let mut model = mlp(6);
+    let training = model.graph.minimize(model.loss, Optimizer::sgd()).unwrap();
+    let mut session = Session::new(device(), model.graph.clone(), 0).unwrap();
+    let names = parameter_names(&session, &training);
+    let read = |s: &Session| -> Vec<Vec<f32>> {
+        names.iter().map(|n| s.read_variable(n).unwrap()).collect()
+    };
+    let mut history = vec![read(&session)];
+    for (t, batch) in loader(6).epoch(0, 0).enumerate() {
+        let batch = batch.unwrap();
+        for (n, w) in names.iter().zip(&history[t.saturating_sub(tau)]) {
+            session.write_variable(n, w).unwrap();
+        }
+        let feeds = [
+            wgtrain_graph::Feed::f32("images", &batch.shape, &batch.images),
+            wgtrain_graph::Feed::u32("labels", &batch.shape[..1], &batch.labels),
+        ];
+        let (_, grads) = session.gradient_step(&training, &feeds).unwrap();
+        let next: Vec<Vec<f32>> = history[t]
+            .iter()
+            .zip(&grads)
+            .map(|(w, g)| w.iter().zip(g).map(|(w, g)| w - lr * g).collect())
+            .collect();
+        history.push(next);
+    }
+    assert_eq!(history.len(), 9);
+    let want = history.last().unwrap();
+    for (n, w) in names.iter().zip(want) {
+        let (_, g) = got.iter().find(|(name, _)| name == n).unwrap();
+        let scale = w.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let worst = g
+            .iter()
+            .zip(w)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst <= 1e-6 * scale.max(1.0), "{n}: off by {worst:e}");
+    }
+    // And not the undelayed run's weights.
+    let straight = fit_async(
+        1,
+        TrainConfig {
+            optimizer: Optimizer::sgd(),
+            ..TrainConfig::new(1, lr)
+        },
+        AsyncConfig::default(),
+        None,
+    )
+    .remove(0)
+    .unwrap()
+    .0;
+    assert_ne!(straight, got);
+}

@@ -151,3 +151,34 @@ fn a_broadcast_of_the_wrong_length_fails_every_rank() {
     });
     assert_eq!(out, vec![true, true, true]);
 }
+
+#[test]
+fn recv_any_of_fails_as_soon_as_one_sender_is_gone() {
+    let out = each(3, Duration::from_secs(20), |c| match c.rank() {
+        0 => {
+            // Rank 1's message arrives; then rank 2 is gone while rank 1 still lives:
+            // `recv(None)` would wait for rank 1, `recv_any_of` fails naming rank 2.
+            let (from, data) = c.recv_any_of(&[1, 2], 9).unwrap();
+            assert_eq!((from, data), (1, vec![1.0]));
+            let start = Instant::now();
+            let err = c.recv_any_of(&[1, 2], 9).unwrap_err().to_string();
+            assert!(start.elapsed() < Duration::from_secs(10), "{err}");
+            c.send(1, 10, &[]).unwrap();
+            err
+        }
+        1 => {
+            c.send(0, 9, &[1.0]).unwrap();
+            c.recv(Some(0), 10).unwrap(); // stays alive until rank 0 is done
+            String::new()
+        }
+        _ => {
+            c.abort("rank 2 gave up");
+            String::new()
+        }
+    });
+    assert!(
+        out[0].contains("rank 2") && out[0].contains("gave up"),
+        "{}",
+        out[0]
+    );
+}
