@@ -103,3 +103,46 @@ fn two_devices_train() {
     );
     assert!(stdout.contains("3 steps in all"), "{stdout}");
 }
+
+#[test]
+fn asynchronous_flags_are_checked_before_training() {
+    refused(&["--async"], "--async needs workers");
+    refused(
+        &["--dc-lambda", "2"],
+        "required arguments were not provided",
+    );
+    refused(
+        &["--devices", "0,0", "--async", "--dc-lambda=-1"],
+        "0 or more",
+    );
+    refused(&["--devices", "0,0", "--async", "--sync-bn"], "--sync-bn");
+    refused(
+        &["--devices", "0,0", "--async", "--optimizer", "adam"],
+        "Adam is not supported",
+    );
+}
+
+#[test]
+fn asynchronous_workers_train() {
+    let (ok, stderr, stdout) = mnist(&[
+        "--devices",
+        "0,0",
+        "--async",
+        "--dc-adaptive",
+        "--staleness",
+        "2",
+        "--async-order",
+        "round-robin",
+        "--max-steps",
+        "6",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("DC-ASGD-a"), "{stdout}");
+    // 2 workers in turn + 2 injected: every push after the first ones is 3 steps stale.
+    assert!(
+        stdout.contains("6 pushes; staleness mean") && stdout.contains("max 3"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("worker 2:"), "{stdout}");
+    assert!(stdout.contains("6 steps in all"), "{stdout}");
+}

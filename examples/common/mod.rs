@@ -21,7 +21,9 @@ use wgtrain::graph::{Decay, Optimizer, Schedule};
 use wgtrain::models::train::{EpochRecord, TrainConfig, Trainer};
 use wgtrain::models::zoo::Model;
 use wgtrain::models::{checkpoint, torch};
-use wgtrain::parallel::{AsyncConfig, Compensation, DeviceSpec, LocalComm, PushOrder};
+use wgtrain::parallel::{
+    AsyncConfig, Communicator, Compensation, DeviceSpec, LocalComm, PushOrder,
+};
 use wgtrain::prelude::Gpu;
 
 /// Flags every training example takes. Defaults that depend on the model or the adapter
@@ -600,29 +602,11 @@ pub fn run(
                 ),
             );
             let comms = LocalComm::group(gpus.len());
-            let results: Vec<Result<Option<f32>>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = gpus
-                    .into_iter()
-                    .zip(comms)
-                    .map(|(gpu, comm)| {
-                        let (model, config, run, name) =
-                            (model.clone(), config.clone(), &run, &name);
-                        scope.spawn(move || {
-                            let trainer = Trainer::distributed(gpu, model, config, Box::new(comm))
-                                .context("setting up training")?;
-                            run_trainer(trainer, name, flags, run, train, eval)
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(anyhow::anyhow!("a replica thread panicked")))
-                    })
-                    .collect()
-            });
-            first_cause(results)
+            in_threads(gpus, comms, |gpu, comm| {
+                let trainer = Trainer::distributed(gpu, model.clone(), config.clone(), comm)
+                    .context("setting up training")?;
+                run_trainer(trainer, &name, flags, &run, train, eval)
+            })
         }
         Replicas::Mpi => run_mpi(model, config, &name, flags, &run, train, eval),
     }
@@ -661,18 +645,27 @@ fn run_async_local(
 ) -> Result<Option<f32>> {
     let comms = LocalComm::group(gpus.len() + 1);
     let devices: Vec<Arc<Gpu>> = std::iter::once(gpus[0].clone()).chain(gpus).collect();
+    in_threads(devices, comms, |gpu, comm| {
+        let trainer = Trainer::asynchronous(gpu, model.clone(), config.clone(), comm, asynchronous)
+            .context("setting up training")?;
+        run_trainer(trainer, name, flags, run, train, eval)
+    })
+}
+
+/// Runs `rank(device, communicator)` for every rank on a thread of its own; rank 0's
+/// result, or the error that started a failure.
+fn in_threads(
+    devices: Vec<Arc<Gpu>>,
+    comms: Vec<LocalComm>,
+    rank: impl Fn(Arc<Gpu>, Box<dyn Communicator>) -> Result<Option<f32>> + Sync,
+) -> Result<Option<f32>> {
     let results: Vec<Result<Option<f32>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = devices
             .into_iter()
             .zip(comms)
             .map(|(gpu, comm)| {
-                let (model, config) = (model.clone(), config.clone());
-                scope.spawn(move || {
-                    let trainer =
-                        Trainer::asynchronous(gpu, model, config, Box::new(comm), asynchronous)
-                            .context("setting up training")?;
-                    run_trainer(trainer, name, flags, run, train, eval)
-                })
+                let rank = &rank;
+                scope.spawn(move || rank(gpu, Box::new(comm)))
             })
             .collect();
         handles

@@ -86,23 +86,7 @@ impl Session {
         feeds: &[Feed<'_>],
     ) -> Result<(StepOutput, Vec<Vec<f32>>)> {
         let step = self.next_optimizer_step();
-        let grads: Vec<Value> = training.gradients.by_variable.iter().map(|g| g.1).collect();
-        let fetch: Vec<Value> = std::iter::once(training.loss)
-            .chain(training.correct)
-            .chain(grads.iter().copied())
-            .collect();
-        let out = self.run(
-            Mode::Train,
-            feeds,
-            &fetch,
-            &[],
-            StepInfo {
-                step,
-                lr: 0.0,
-                seed: 0,
-            },
-        )?;
-        let grads: Vec<Vec<f32>> = grads.into_iter().map(|v| out.f32(v)).collect();
+        let (out, grads) = self.forward_backward(training, feeds, step)?;
         let counts: Vec<u64> = grads
             .iter()
             .map(|g| g.iter().filter(|x| !x.is_finite()).count() as u64)
@@ -126,30 +110,36 @@ impl Session {
         training: &Training,
         feeds: &[Feed<'_>],
     ) -> Result<(f32, NamedTensors)> {
-        let grads: Vec<(String, Value)> = training
+        let (out, grads) = self.forward_backward(training, feeds, 1)?;
+        let names = training
             .gradients
             .iter(self.graph())
-            .map(|(n, v)| (n.to_owned(), v))
-            .collect();
+            .map(|(n, _)| n.to_owned());
+        Ok((out.scalar(training.loss), names.zip(grads).collect()))
+    }
+
+    /// Forward and backward of optimizer step `step` without the updates: the fetched
+    /// loss and hit counts, and every gradient in [`Gradients::iter`](crate::Gradients::iter)
+    /// order.
+    fn forward_backward(
+        &mut self,
+        training: &Training,
+        feeds: &[Feed<'_>],
+        step: u32,
+    ) -> Result<(Fetched, Vec<Vec<f32>>)> {
+        let grads: Vec<Value> = training.gradients.by_variable.iter().map(|g| g.1).collect();
         let fetch: Vec<Value> = std::iter::once(training.loss)
-            .chain(grads.iter().map(|g| g.1))
+            .chain(training.correct)
+            .chain(grads.iter().copied())
             .collect();
-        let out = self.run(
-            Mode::Train,
-            feeds,
-            &fetch,
-            &[],
-            StepInfo {
-                step: 1,
-                lr: 0.0,
-                seed: 0,
-            },
-        )?;
-        let loss = out.scalar(training.loss);
-        Ok((
-            loss,
-            grads.into_iter().map(|(n, v)| (n, out.f32(v))).collect(),
-        ))
+        let info = StepInfo {
+            step,
+            lr: 0.0,
+            seed: 0,
+        };
+        let out = self.run(Mode::Train, feeds, &fetch, &[], info)?;
+        let grads = grads.iter().map(|&v| out.f32(v)).collect();
+        Ok((out, grads))
     }
 }
 

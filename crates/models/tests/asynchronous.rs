@@ -434,3 +434,31 @@ fn a_delayed_push_is_the_gradient_at_the_weights_of_tau_steps_before() {
     .0;
     assert_ne!(straight, got);
 }
+
+/// The server checkpoints after every epoch; a resumed run goes on at the next epoch
+/// with the schedule's step count (the server's velocity and the workers' backups start
+/// afresh).
+#[test]
+fn an_asynchronous_run_resumes_from_its_checkpoint() {
+    let dir = std::env::temp_dir().join(format!("wgtrain-async-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ckpt.safetensors");
+    let _ = std::fs::remove_file(&path);
+    let with = |epochs: usize, resume: bool| TrainConfig {
+        checkpoint: Some(path.clone()),
+        resume,
+        ..config(epochs, None)
+    };
+    let first = fit_async(2, with(1, false), AsyncConfig::default(), None);
+    assert_eq!(
+        first[0].as_ref().unwrap().1.as_ref().unwrap().pushes.len(),
+        8
+    );
+    assert!(path.is_file());
+    let (weights, stats) = fit_async(2, with(2, true), AsyncConfig::default(), None)
+        .remove(0)
+        .unwrap();
+    assert_eq!(stats.unwrap().pushes.len(), 8, "only the second epoch ran");
+    assert!(weights.iter().all(|(_, v)| v.iter().all(|x| x.is_finite())));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -206,22 +206,22 @@ fn async_setup() -> (TrainConfig, AsyncConfig) {
     (config, asynchronous)
 }
 
+/// One rank of the asynchronous run, trained.
+fn async_rank(comm: Box<dyn Communicator>) -> Trainer {
+    let (config, asynchronous) = async_setup();
+    let mut trainer =
+        Trainer::asynchronous(device(), async_model(), config, comm, asynchronous).unwrap();
+    trainer.fit(&async_loader(), None).unwrap();
+    trainer
+}
+
 /// One rank of the asynchronous run (started by `mpirun -np 3`).
 #[test]
 #[ignore = "run by mpi_parameter_server_matches_threads under mpirun"]
 fn mpi_async_worker() {
     let comm = MpiComm::init().unwrap();
     let rank = comm.rank();
-    let (config, asynchronous) = async_setup();
-    let mut trainer = Trainer::asynchronous(
-        device(),
-        async_model(),
-        config,
-        Box::new(comm),
-        asynchronous,
-    )
-    .unwrap();
-    trainer.fit(&async_loader(), None).unwrap();
+    let trainer = async_rank(Box::new(comm));
     if let (Ok(dir), 0) = (std::env::var("WGTRAIN_MPI_OUT"), rank) {
         let stats = trainer.server_stats().unwrap();
         assert_eq!(stats.pushes.len(), 16);
@@ -246,21 +246,7 @@ fn mpi_parameter_server_matches_threads() {
     let threads: Named = std::thread::scope(|scope| {
         let hs: Vec<_> = comms
             .into_iter()
-            .map(|comm| {
-                scope.spawn(move || {
-                    let (config, asynchronous) = async_setup();
-                    let mut trainer = Trainer::asynchronous(
-                        device(),
-                        async_model(),
-                        config,
-                        Box::new(comm),
-                        asynchronous,
-                    )
-                    .unwrap();
-                    trainer.fit(&async_loader(), None).unwrap();
-                    trainable(trainer.session())
-                })
-            })
+            .map(|comm| scope.spawn(move || trainable(async_rank(Box::new(comm)).session())))
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).next().unwrap()
     });

@@ -13,6 +13,10 @@
 //!   the global batch, in a fixed order: bit-identical across runs) while backward goes
 //!   on, and every replica applies the same update.
 //!
+//! And asynchronous SGD through a parameter server ([`ps`]): rank 0 holds the weights
+//! and applies each worker's pushed gradient as it comes, with delay compensation
+//! (DC-ASGD-c / DC-ASGD-a, Zheng et al. 2017) on its GPU.
+//!
 //! Dependencies point one way: models → parallel → graph → device.
 
 pub mod comm;
