@@ -462,3 +462,52 @@ fn an_asynchronous_run_resumes_from_its_checkpoint() {
     assert!(weights.iter().all(|(_, v)| v.iter().all(|x| x.is_finite())));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A worker whose thread dies without a word (here: it panics after its first weights)
+/// stops the server, which names it, and the other worker, at once.
+#[test]
+fn a_killed_worker_stops_the_server_naming_its_rank() {
+    let start = Instant::now();
+    let comms = LocalComm::group_with_timeout(3, Duration::from_secs(60));
+    let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+        let hs: Vec<_> = comms
+            .into_iter()
+            .map(|comm| {
+                scope.spawn(move || -> Result<(), String> {
+                    let rank = comm.rank();
+                    let mut trainer = Trainer::asynchronous(
+                        device(),
+                        mlp(6),
+                        config(3, None),
+                        Box::new(comm),
+                        AsyncConfig::default(),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    if rank == 2 {
+                        std::thread::sleep(Duration::from_millis(200));
+                        panic!("worker 2 killed");
+                    }
+                    trainer.fit(&loader(6), None).map_err(|e| e.to_string())?;
+                    Ok(())
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("panicked".to_owned())))
+            .collect()
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(50),
+        "someone waited for the timeout"
+    );
+    let server = results[0].as_ref().unwrap_err();
+    assert!(
+        server.contains("rank 2") && server.contains("panicked"),
+        "the server names the killed worker: {server}"
+    );
+    let other = results[1].as_ref().unwrap_err();
+    assert!(
+        other.contains("rank 0") || other.contains("rank 2"),
+        "{other}"
+    );
+}
