@@ -511,3 +511,33 @@ fn a_killed_worker_stops_the_server_naming_its_rank() {
         "{other}"
     );
 }
+
+/// With one worker and no delay, 2 epochs straight and 1 epoch + checkpoint + 1 resumed
+/// end with the same bits: the server's velocity is checkpointed as the momentum buffer.
+#[test]
+fn a_resumed_run_keeps_the_server_momentum() {
+    let dir = std::env::temp_dir().join(format!("wgtrain-async-momentum-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ckpt.safetensors");
+    let _ = std::fs::remove_file(&path);
+    let with = |epochs: usize, checkpoint: bool| TrainConfig {
+        checkpoint: checkpoint.then(|| path.clone()),
+        resume: checkpoint,
+        ..config(epochs, None)
+    };
+    let straight = fit_async(1, with(2, false), AsyncConfig::default(), None)
+        .remove(0)
+        .unwrap()
+        .0;
+    fit_async(1, with(1, true), AsyncConfig::default(), None)
+        .remove(0)
+        .unwrap();
+    let resumed = fit_async(1, with(2, true), AsyncConfig::default(), None)
+        .remove(0)
+        .unwrap()
+        .0;
+    for ((name, a), (_, b)) in resumed.iter().zip(&straight) {
+        assert_eq!(a, b, "{name}: the resumed run differs");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -168,10 +168,10 @@ struct ServerVar {
     len: usize,
     weights: PooledBuffer,
     grad: PooledBuffer,
-    /// The mean square and velocity: the updates bind them; held here so that the
-    /// pool does not hand them out again.
+    /// The mean square and velocity: the updates bind them (and the velocity is
+    /// checkpointed as the momentum buffer).
     _ms: Option<PooledBuffer>,
-    _vel: Option<PooledBuffer>,
+    vel: Option<PooledBuffer>,
     /// Per worker: the weights it was last served.
     backups: Vec<PooledBuffer>,
     /// Versions `step − τ ..= step` at `version % (τ + 1)`, when `τ > 0`.
@@ -207,6 +207,11 @@ fn collective(e: CommError) -> GraphError {
 
 fn device(e: wgtrain_graph::device::DeviceError) -> GraphError {
     GraphError::Device(e)
+}
+
+/// The SGD momentum buffer of parameter `name` in a session (checkpointed with it).
+fn momentum_buffer(name: &str) -> String {
+    format!("{name}.momentum_buffer")
 }
 
 /// The names of the trainable variables with gradients, in the order pushes carry them.
@@ -293,8 +298,17 @@ impl ParameterServer {
                 Some(_) => Some(upload("ms", &zeros)?),
                 None => None,
             };
+            // The velocity is the session's momentum buffer (`torch.optim.SGD`'s, the
+            // same recurrence): zeros in a fresh session, the saved one when resumed.
             let vel = match momentum > 0.0 {
-                true => Some(upload("velocity", &zeros)?),
+                true => {
+                    let saved = momentum_buffer(&name);
+                    let start = match graph.variable_named(&saved) {
+                        Some(_) => session.read_variable(&saved)?,
+                        None => zeros.clone(),
+                    };
+                    Some(upload("velocity", &start)?)
+                }
                 false => None,
             };
             let backups = (0..workers)
@@ -321,7 +335,7 @@ impl ParameterServer {
                 weights,
                 grad,
                 _ms: ms,
-                _vel: vel,
+                vel,
                 backups,
                 history,
                 updates,
@@ -372,11 +386,17 @@ impl ParameterServer {
         &self.config
     }
 
-    /// Copies the current weights into `session` (to evaluate or checkpoint them).
+    /// Copies the current weights, and the velocity into the session's momentum
+    /// buffers, into `session` (to evaluate or checkpoint them).
     pub fn write_into(&self, session: &Session) -> Result<(), GraphError> {
         for v in &self.vars {
             let data = self.gpu.download::<f32>(&v.weights, v.len)?;
             session.write_variable(&v.name, &data)?;
+            let saved = momentum_buffer(&v.name);
+            if let (Some(vel), Some(_)) = (&v.vel, session.graph().variable_named(&saved)) {
+                let data = self.gpu.download::<f32>(vel, v.len)?;
+                session.write_variable(&saved, &data)?;
+            }
         }
         Ok(())
     }
