@@ -225,9 +225,10 @@ fn async_study(s: AsyncStudy) -> Result<()> {
                         schedule: Schedule::constant(s.lr * s.workers as f32),
                         ..config
                     };
-                    in_threads(s.workers, |comm| {
+                    let devices = (0..s.workers).map(|_| gpu()).collect::<Result<_>>()?;
+                    common::in_threads(devices, LocalComm::group(s.workers), |gpu, comm| {
                         let model = zoo::lenet5(10, s.batch)?;
-                        let mut t = Trainer::distributed(gpu()?, model, config.clone(), comm)?;
+                        let mut t = Trainer::distributed(gpu, model, config.clone(), comm)?;
                         t.fit(&global, Some(&held))?;
                         Ok(top1s(&t))
                     })?
@@ -238,12 +239,14 @@ fn async_study(s: AsyncStudy) -> Result<()> {
                         staleness: staleness + 1 - s.workers,
                         order: PushOrder::RoundRobin,
                     };
+                    // The server shares worker 1's device, as `--devices … --async` does.
                     let shared = gpu()?;
-                    in_threads(s.workers + 1, |comm| {
-                        let device = match comm.rank() {
-                            0 | 1 => shared.clone(),
-                            _ => gpu()?,
-                        };
+                    let mut devices = vec![shared.clone(), shared];
+                    for _ in 1..s.workers {
+                        devices.push(gpu()?);
+                    }
+                    let comms = LocalComm::group(s.workers + 1);
+                    common::in_threads(devices, comms, |device, comm| {
                         let model = zoo::lenet5(10, s.batch)?;
                         let mut t = Trainer::asynchronous(device, model, config.clone(), comm, ac)?;
                         t.fit(&loader, Some(&held))?;
@@ -308,37 +311,6 @@ fn async_study(s: AsyncStudy) -> Result<()> {
 /// Held-out top-1 after each epoch (rank 0's records).
 fn top1s(t: &Trainer) -> Vec<f32> {
     t.records.iter().filter_map(|r| r.eval_top1).collect()
-}
-
-/// Runs `f` on every rank of a fresh group as threads; rank 0's result, or the first
-/// error.
-fn in_threads(
-    world: usize,
-    f: impl Fn(Box<dyn wgtrain::parallel::Communicator>) -> Result<Vec<f32>> + Sync,
-) -> Result<Vec<f32>> {
-    let comms = LocalComm::group(world);
-    let results: Vec<Result<Vec<f32>>> = std::thread::scope(|scope| {
-        let hs: Vec<_> = comms
-            .into_iter()
-            .map(|c| {
-                let f = &f;
-                scope.spawn(move || f(Box::new(c)))
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| bail!("a thread panicked")))
-            .collect()
-    });
-    let mut first = None;
-    for r in results {
-        match r {
-            Ok(v) => {
-                first.get_or_insert(v);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    first.context("no rank")
 }
 
 fn print_table(rows: &[(String, Vec<f32>, Vec<f32>)], epochs: usize) {

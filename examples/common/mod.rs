@@ -654,12 +654,12 @@ fn run_async_local(
 
 /// Runs `rank(device, communicator)` for every rank on a thread of its own; rank 0's
 /// result, or the error that started a failure.
-fn in_threads(
+pub fn in_threads<T: Send + Default>(
     devices: Vec<Arc<Gpu>>,
     comms: Vec<LocalComm>,
-    rank: impl Fn(Arc<Gpu>, Box<dyn Communicator>) -> Result<Option<f32>> + Sync,
-) -> Result<Option<f32>> {
-    let results: Vec<Result<Option<f32>>> = std::thread::scope(|scope| {
+    rank: impl Fn(Arc<Gpu>, Box<dyn Communicator>) -> Result<T> + Sync,
+) -> Result<T> {
+    let results: Vec<Result<T>> = std::thread::scope(|scope| {
         let handles: Vec<_> = devices
             .into_iter()
             .zip(comms)
@@ -737,9 +737,9 @@ enum Replicas {
 
 /// Rank 0's result, or the error that started a failure: the first rank whose error is
 /// not about another rank having stopped.
-fn first_cause(results: Vec<Result<Option<f32>>>) -> Result<Option<f32>> {
+fn first_cause<T: Default>(results: Vec<Result<T>>) -> Result<T> {
     if results.iter().all(Result::is_ok) {
-        return results.into_iter().next().unwrap_or(Ok(None));
+        return results.into_iter().next().unwrap_or(Ok(T::default()));
     }
     let mut errors: Vec<(usize, anyhow::Error)> = results
         .into_iter()

@@ -485,10 +485,8 @@ impl Trainer {
         eval: Option<&Loader>,
         mut on_epoch: impl FnMut(&EpochRecord),
     ) -> Result<()> {
-        match self.role {
-            Role::Server(_) => return self.fit_server(train, eval, on_epoch),
-            Role::Worker(_) => return self.fit_worker(train),
-            Role::Replica => {}
+        if !matches!(self.role, Role::Replica) {
+            return self.fit_async(train, eval, on_epoch);
         }
         let global = train;
         let train = &self.local_loader(global)?;

@@ -199,6 +199,9 @@ pub struct ParameterServer {
     stats: ServerStats,
     /// Round-robin: the worker served last.
     turn: usize,
+    /// Per worker: the learning rate its update dispatches hold (their uniforms are
+    /// rewritten only when the schedule changes it).
+    lr_written: Vec<Option<f32>>,
 }
 
 fn collective(e: CommError) -> GraphError {
@@ -364,6 +367,7 @@ impl ParameterServer {
             total,
             stats: ServerStats::default(),
             turn: workers - 1,
+            lr_written: vec![None; workers],
         })
     }
 
@@ -549,12 +553,16 @@ impl ParameterServer {
         });
         let mut encoder = self.gpu.encoder("ps.update");
         let mut offset = 0;
+        let new_lr = self.lr_written[w] != Some(lr);
         for v in &self.vars {
             self.gpu.write(&v.grad, &grads[offset..offset + v.len]);
             offset += v.len;
-            v.update.write_lr(&self.gpu, &v.updates[w], lr)?;
+            if new_lr {
+                v.update.write_lr(&self.gpu, &v.updates[w], lr)?;
+            }
             v.updates[w].encode(&mut encoder);
         }
+        self.lr_written[w] = Some(lr);
         self.step += 1;
         if let Some(slot) = self.history_slot(self.step) {
             for v in &self.vars {
@@ -641,11 +649,7 @@ impl Worker {
         let graph = session.graph();
         let lens = names
             .iter()
-            .map(|n| {
-                graph
-                    .variable_named(n)
-                    .map_or(0, |v| v.ty.shape.iter().product())
-            })
+            .map(|n| graph.variable_named(n).map_or(0, |v| v.ty.len()))
             .collect();
         Ok(Self {
             names,
@@ -735,7 +739,7 @@ impl Worker {
             let len = session
                 .graph()
                 .variable_named(&name)
-                .map_or(0, |v| v.ty.shape.iter().product::<usize>());
+                .map_or(0, |v| v.ty.len());
             let Some(part) = state.get(offset..offset + len) else {
                 return Err(GraphError::Collective(format!(
                     "a worker's state ({} floats) is too short for {name}",
